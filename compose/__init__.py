@@ -1,0 +1,1 @@
+"""From Compose files to a running stack: loader, graph, reconciler, CLI."""

@@ -1,0 +1,99 @@
+"""`shipyard` command line: argv -> command, errors -> one clear message and an exit code.
+
+This is the only module that reads `os.environ`, exits, or catches `engine.errors.Error`.
+Each command lives in `compose/commands/<name>.py` and exposes:
+
+    HELP: str
+    def add_arguments(parser: argparse.ArgumentParser) -> None
+    def run(args: argparse.Namespace, ctx: Context) -> int
+
+Command modules must keep their imports light at module level (argparse builds every
+subparser on each start); heavy libraries are imported inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+# Command name -> module under compose.commands. Order is the order of `--help`.
+COMMANDS: dict[str, str] = {
+    "config": "config",
+    "image": "image",
+    "container": "container",
+    "version": "version",
+}
+
+
+@dataclass
+class Context:
+    """What a command may know about the world it runs in."""
+
+    environ: dict[str, str]
+    cwd: str
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+
+def add_project_options(parser: argparse.ArgumentParser) -> None:
+    """The global flags of `docker compose` that choose and shape the project."""
+    group = parser.add_argument_group("project options")
+    group.add_argument("-f", "--file", dest="files", action="append", default=[],
+                       metavar="FILE", help="Compose configuration files ('-' for stdin)")
+    group.add_argument("-p", "--project-name", dest="project_name", metavar="NAME",
+                       help="project name")
+    group.add_argument("--profile", dest="profiles", action="append", default=[],
+                       metavar="PROFILE", help="enable a profile")
+    group.add_argument("--env-file", dest="env_files", action="append", default=[],
+                       metavar="FILE", help="an alternate environment file")
+    group.add_argument("--project-directory", metavar="DIR",
+                       help="working directory (default: the first file's directory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shipyard",
+        description="Run Compose applications in real Linux containers, without a daemon.")
+    add_project_options(parser)
+    parser.add_argument("--ansi", choices=["never", "always", "auto"], default="auto",
+                        help="control when to print ANSI control characters")
+    parser.add_argument("--progress", choices=["auto", "tty", "plain", "json", "quiet"],
+                        default="auto", help="set type of progress output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"compose.commands.{module_name}")
+        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.errors import Error
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 0
+    ctx = Context(environ=dict(os.environ), cwd=os.getcwd())
+    try:
+        return int(args._module.run(args, ctx) or 0)
+    except Error as error:
+        print(str(error), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); that is not our failure.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shipyard's embedded container engine. It knows nothing about Compose."""

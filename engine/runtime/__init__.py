@@ -1,0 +1,1 @@
+"""The native OCI runtime: the shim, the container's init, syscalls and cgroups."""
