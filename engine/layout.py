@@ -1,0 +1,79 @@
+"""Every on-disk path the engine uses, derived from one root directory.
+
+The root (default /var/lib/shipyard, `SHIPYARD_ROOT` overrides; the CLI passes it in) holds
+persistent state. Runtime state that must not survive a reboot (netns bind mounts, sockets,
+pid files) lives under a run directory in /run that is unique per root, so two engines with
+different roots (e.g. tests side by side) never share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/shipyard"
+RUN_BASE = "/run/shipyard"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> Layout:
+        return cls(Path(root).absolute())
+
+    @property
+    def run(self) -> Path:
+        """Per-root runtime directory on tmpfs."""
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(RUN_BASE) / digest
+
+    @property
+    def database(self) -> Path:
+        return self.root / "shipyard.db"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def ingest(self) -> Path:
+        return self.root / "ingest"
+
+    @property
+    def layers(self) -> Path:
+        """Unpacked layers, one directory per layer chain id (hex)."""
+        return self.root / "layers"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    def container(self, container_id: str) -> Path:
+        return self.containers / container_id
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
+
+    def volume(self, name: str) -> Path:
+        return self.volumes / name
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch space on the same filesystem as the root (for atomic renames)."""
+        return self.root / "tmp"
+
+    @property
+    def netns(self) -> Path:
+        return self.run / "netns"
+
+    def ensure(self) -> Layout:
+        """Creates the directory skeleton (idempotent) and returns self."""
+        for path in (self.root, self.blobs, self.ingest, self.layers, self.containers,
+                     self.volumes, self.tmp, self.run):
+            path.mkdir(parents=True, exist_ok=True, mode=0o711)
+        return self
