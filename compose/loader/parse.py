@@ -107,7 +107,11 @@ _CORE_RESOLVERS: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's C parser when PyYAML was built with it: ~5x faster on large files, same nodes.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """SafeLoader with YAML 1.2 scalars, located containers and the Compose tags."""
 
     file_name = "<input>"
@@ -193,7 +197,7 @@ def _construct_tagged(loader: _Loader, node: yaml.Node) -> _Tagged:
         value = _construct_seq(loader, node)
     else:
         text = loader.construct_scalar(node)
-        value = _resolve_plain(text) if node.style is None else text
+        value = _resolve_plain(text) if not node.style else text  # plain: None or ""
     return _Tagged(node.tag, value)
 
 
