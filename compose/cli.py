@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 # Command name -> module under compose.commands. Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -53,6 +53,20 @@ def add_project_options(parser: argparse.ArgumentParser) -> None:
                        metavar="FILE", help="an alternate environment file")
     group.add_argument("--project-directory", metavar="DIR",
                        help="working directory (default: the first file's directory)")
+
+
+def load_options(args: argparse.Namespace, ctx: Context, *, interpolate: bool = True) -> Any:
+    """The `compose.loader.options.LoadOptions` that the global project flags describe."""
+    from compose.loader.options import LoadOptions
+
+    files = tuple(getattr(args, "files", None) or ())
+    return LoadOptions(
+        environment=ctx.environ, cwd=ctx.cwd, files=files,
+        stdin=sys.stdin.read() if "-" in files else None,
+        project_name=getattr(args, "project_name", None),
+        project_directory=getattr(args, "project_directory", None),
+        profiles=tuple(getattr(args, "profiles", None) or ()),
+        env_files=tuple(getattr(args, "env_files", None) or ()), interpolate=interpolate)
 
 
 def build_parser() -> argparse.ArgumentParser:
