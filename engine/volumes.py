@@ -22,6 +22,7 @@ from pathlib import Path
 
 from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from engine.layout import Layout
+from engine.snapshots import is_mounted as _is_mounted
 from engine.store import Store, dumps, loads
 
 SCHEMA = """
@@ -189,6 +190,14 @@ class Volumes:
         self._mark_populated(name)
         return True
 
+    def unmount_if_unused(self, name: str, *, exclude: str = "") -> None:
+        """Unmounts a driver-mounted volume when no container but `exclude` uses it."""
+        if not self.exists(name):
+            return
+        if [u for u in self.users(name) if u != exclude]:
+            return
+        self._unmount(self.get(name))
+
     def _mark_populated(self, name: str) -> None:
         with self.store.tx() as conn:
             conn.execute("UPDATE volumes SET populated = 1 WHERE name = ?", (name,))
@@ -223,13 +232,3 @@ class Volumes:
                       anonymous=bool(row["anonymous"]), populated=bool(row["populated"]),
                       mountpoint=self.layout.volume(row["name"]) / "_data")
 
-
-def _is_mounted(path: Path) -> bool:
-    """Whether something is mounted at `path` (os.path.ismount misses same-fs bind mounts)."""
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(_unescape(line.split()[4]) == target for line in f)
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.layout import Layout
+from engine.snapshots import is_mounted as _is_mounted
 from engine.store import Store
-from engine.volumes import Volumes, _is_mounted
+from engine.volumes import Volumes
 from tests.support import leaks
 
 
