@@ -1,0 +1,320 @@
+"""Service discovery for containers: the engine's side of the embedded resolver.
+
+The names live in the store (tables `dns_networks`, `dns_endpoints`). After each change
+`publish()` writes them as `records.json` into `layout.run/dns` (atomic rename) and tells the
+resolver process (engine/dnsserver.py) to reload over its control socket, waiting for its
+answer, so a name registered here resolves as soon as the call returns. The resolver is
+started with the first network and exits when the last one is removed.
+
+Containers use it through `resolv_conf()`: `nameserver <gateway of their network>`. A
+container's own `dns` servers become its upstreams in the resolver, so it keeps resolving
+service names. `hosts_file()` writes /etc/hosts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import select
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from engine.errors import Unavailable
+from engine.layout import Layout
+from engine.store import Store, dumps, loads
+
+log = logging.getLogger(__name__)
+
+SERVER = Path(__file__).with_name("dnsserver.py")
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+START_TIMEOUT_S = 10.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dns_networks (
+    network_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    gateway TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dns_endpoints (
+    network_id TEXT NOT NULL REFERENCES dns_networks(network_id) ON DELETE CASCADE,
+    container_id TEXT NOT NULL,
+    ipv4 TEXT NOT NULL,
+    names TEXT NOT NULL,
+    links TEXT NOT NULL,
+    upstreams TEXT NOT NULL,
+    PRIMARY KEY (network_id, container_id)
+)
+"""
+
+
+def parse_resolv_conf(text: str) -> tuple[list[str], list[str], list[str]]:
+    """(nameservers, search domains, options) of a resolv.conf text."""
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields:
+            continue
+        if fields[0] == "nameserver" and len(fields) > 1:
+            servers.append(fields[1])
+        elif fields[0] in ("search", "domain"):
+            search = fields[1:]
+        elif fields[0] == "options":
+            options += fields[1:]
+    return servers, search, options
+
+
+def _upstream(text: str) -> list:
+    """"1.2.3.4", "1.2.3.4:5353" or "[::1]:53" -> [host, port]."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        return [host.rstrip("]"), int(port or 53)]
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return [host, int(port)]
+    return [text, 53]
+
+
+class Dns:
+    """Names per network, kept in the store and served by one resolver per engine root.
+
+    `upstreams` overrides the host's /etc/resolv.conf nameservers (tests point it at
+    loopback); `port` is where the resolver listens on each gateway."""
+
+    def __init__(self, layout: Layout, store: Store, *, upstreams: Sequence[str] | None = None,
+                 port: int = 53) -> None:
+        self.layout = layout
+        self.store = store
+        self.dir = layout.run / "dns"
+        self.upstreams = upstreams
+        self.port = port
+        store.ensure_schema(SCHEMA)
+
+    # -- records
+
+    def add_network(self, network_id: str, name: str, gateway: str) -> None:
+        with self.store.tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO dns_networks VALUES (?, ?, ?)",
+                         (network_id, name, gateway))
+        self.publish()
+
+    def remove_network(self, network_id: str) -> None:
+        with self.store.tx() as conn:
+            conn.execute("DELETE FROM dns_endpoints WHERE network_id = ?", (network_id,))
+            conn.execute("DELETE FROM dns_networks WHERE network_id = ?", (network_id,))
+        self.publish()
+
+    def register(self, network_id: str, container_id: str, names: Iterable[str], ipv4: str,
+                 *, links: Mapping[str, str] | None = None, upstreams: Sequence[str] = ()) -> None:
+        """Makes `names` (container name, service, hostname, aliases...) resolve to `ipv4` on
+        the network; replaces what the container registered there before. `links` maps an
+        alias to a target name, seen by this container only; `upstreams` are the container's
+        own nameservers for names that are not ours."""
+        clean = list(dict.fromkeys(n.strip().rstrip(".").lower() for n in names if n.strip()))
+        with self.store.tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO dns_endpoints VALUES (?, ?, ?, ?, ?, ?)",
+                (network_id, container_id, str(ipaddress.IPv4Address(ipv4)), dumps(clean),
+                 dumps({k.lower(): v.lower() for k, v in (links or {}).items()}),
+                 dumps([_upstream(u) for u in upstreams])))
+        self.publish()
+
+    def unregister(self, network_id: str, container_id: str) -> None:
+        with self.store.tx() as conn:
+            conn.execute("DELETE FROM dns_endpoints WHERE network_id = ? AND container_id = ?",
+                         (network_id, container_id))
+        self.publish()
+
+    def snapshot(self) -> dict:
+        """What the resolver serves (the records.json document)."""
+        networks: dict[str, dict] = {}
+        rows = self.store.query("SELECT * FROM dns_networks")
+        for net in rows:
+            names: dict[str, list[str]] = {}
+            ptr: dict[str, str] = {}
+            endpoints = self.store.query(
+                "SELECT * FROM dns_endpoints WHERE network_id = ? ORDER BY rowid",
+                (net["network_id"],))
+            for ep in endpoints:
+                ep_names = loads(ep["names"], [])
+                for name in ep_names:
+                    names.setdefault(name, []).append(ep["ipv4"])
+                if ep_names:
+                    ptr[ep["ipv4"]] = f"{ep_names[0]}.{net['name']}".lower()
+            links: dict[str, dict[str, list[str]]] = {}
+            upstreams: dict[str, list] = {}
+            for ep in endpoints:
+                resolved = {alias: names[target]
+                            for alias, target in loads(ep["links"], {}).items()
+                            if target in names}
+                if resolved:
+                    links[ep["ipv4"]] = resolved
+                if loads(ep["upstreams"], []):
+                    upstreams[ep["ipv4"]] = loads(ep["upstreams"])
+            networks[net["gateway"]] = {"id": net["network_id"], "name": net["name"],
+                                        "names": names, "ptr": ptr, "links": links,
+                                        "upstreams": upstreams}
+        return {"port": self.port, "upstreams": self._host_upstreams(), "networks": networks}
+
+    def _host_upstreams(self) -> list:
+        if self.upstreams is not None:
+            return [_upstream(u) for u in self.upstreams]
+        try:
+            servers, _, _ = parse_resolv_conf(HOST_RESOLV_CONF.read_text())
+        except OSError:
+            servers = []
+        return [_upstream(s) for s in servers]
+
+    # -- the resolver process
+
+    def publish(self) -> dict | None:
+        """Writes records.json and makes the resolver (started or stopped as needed) serve it.
+        Returns the resolver's state ({"pid", "networks", "errors", "exiting"}) or None."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # One publisher at a time: a slower process must not rename an older snapshot over a
+        # newer one, nor start a second resolver.
+        lock = os.open(self.dir / "publish.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self.snapshot()
+            tmp = self.dir / f".records.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(data, sort_keys=True))
+            os.replace(tmp, self.dir / "records.json")
+            state = self._control()
+            if state is None and data["networks"]:
+                state = self._start()
+            if state and state.get("exiting"):
+                _wait_gone(int(state["pid"]), 3.0)
+        finally:
+            os.close(lock)
+        for gateway, message in (state or {}).get("errors", {}).items():
+            log.warning("DNS for the network with gateway %s is unavailable: %s",
+                        gateway, message)
+        return state
+
+    def resolver_pid(self) -> int | None:
+        try:
+            text = (self.dir / "resolver.pid").read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text and Path(f"/proc/{text}").exists() else None
+
+    def _control(self) -> dict | None:
+        path = self.dir / "control.sock"
+        if not path.exists():
+            return None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5.0)
+            try:
+                sock.connect(str(path))
+                sock.sendall(b"reload\n")
+                reply = sock.makefile("rb").readline()
+            except (ConnectionRefusedError, FileNotFoundError):
+                return None  # a resolver that died; its socket file stays behind
+            except OSError as exc:
+                raise Unavailable(f"the DNS resolver does not answer: {exc}") from None
+        return json.loads(reply) if reply else None
+
+    def _start(self) -> dict:
+        log_file = os.open(self.dir / "resolver.log",
+                           os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(SERVER), "--daemon", str(self.dir)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
+                start_new_session=True, close_fds=True, cwd="/")
+        finally:
+            os.close(log_file)
+        assert proc.stdout is not None
+        with proc.stdout:
+            ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
+            line = proc.stdout.readline() if ready else b""
+        proc.wait(timeout=START_TIMEOUT_S)
+        if not line:
+            raise Unavailable(f"the DNS resolver did not start (see {self.dir}/resolver.log)")
+        state = json.loads(line)
+        if state.get("running"):  # another process started it first
+            return self._control() or {}
+        return state
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------ files
+
+def resolv_conf(gateway: str | None, dns: Sequence[str] = (), dns_search: Sequence[str] = (),
+                dns_opt: Sequence[str] = (), host: str | None = None) -> str:
+    """A container's /etc/resolv.conf. On a network (`gateway` given) the only nameserver is
+    the resolver at the gateway (pass `dns` to `Dns.register` as upstreams). Without one,
+    `dns` or else the host's nameservers. Search domains and options default to the host's
+    (`host` is its resolv.conf text; read from /etc/resolv.conf when None)."""
+    if host is None:
+        try:
+            host = HOST_RESOLV_CONF.read_text()
+        except OSError:
+            host = ""
+    host_servers, host_search, host_options = parse_resolv_conf(host)
+    servers = [gateway] if gateway else list(dns) or host_servers
+    search = list(dns_search) or host_search
+    options = list(dns_opt) if dns_opt else ([] if gateway else host_options)
+    lines = [f"nameserver {s}" for s in servers]
+    if search and search != ["."]:
+        lines.append("search " + " ".join(search))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+HOSTS_HEADER = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def hosts_file(hostname: str, domainname: str = "", ips: Sequence[str] = (),
+               extra_hosts: Mapping[str, str | Sequence[str]] | Iterable[str] = (),
+               host_gateway: str | None = None) -> str:
+    """A container's /etc/hosts. `extra_hosts` is a mapping host -> ip(s) or Compose's list
+    form ("host:ip" / "host=ip"); the value "host-gateway" becomes `host_gateway`."""
+    lines = [HOSTS_HEADER.rstrip("\n")]
+    pairs: list[tuple[str, str]] = []
+    if isinstance(extra_hosts, Mapping):
+        for name, value in extra_hosts.items():
+            for ip in ([value] if isinstance(value, str) else value):
+                pairs.append((name, ip))
+    else:
+        for item in extra_hosts:
+            sep = "=" if "=" in item else ":"
+            name, _, ip = item.partition(sep)
+            pairs.append((name.strip(), ip.strip().strip("[]")))
+    for name, ip in pairs:
+        if ip == "host-gateway":
+            if host_gateway is None:
+                continue
+            ip = host_gateway
+        lines.append(f"{ip}\t{name}")
+    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    for ip in ips:
+        lines.append(f"{ip}\t{names}")
+    return "\n".join(lines) + "\n"

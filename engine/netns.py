@@ -1,0 +1,217 @@
+"""Named network namespaces under the engine's run directory (`layout.netns/<name>`).
+
+A namespace is kept alive by bind-mounting its nsfs file onto `layout.netns/<name>`, as
+`ip netns add` does under /run/netns. The directory is made a mount point of its own with
+shared propagation, so that unmounting a namespace here also unmounts the copies that mount
+namespaces cloned from ours (containers being set up) may hold; when the last namespace goes,
+that directory mount goes too, so an idle engine leaves no mounts behind.
+
+Namespace switches happen in a throwaway thread: `unshare(CLONE_NEWNET)` and
+`setns(fd, CLONE_NEWNET)` act on the calling thread only (the kernel allows both in a
+multi-threaded process, unlike user or mount namespaces), and a fresh thread that exits
+afterwards can never leave one of the caller's threads in the wrong namespace. This costs
+about a millisecond, against 10-30 ms for a helper process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from engine.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from engine.layout import Layout
+
+CLONE_NEWNET = 0x40000000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+T = TypeVar("T")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src: str, dst: str, flags: int) -> None:
+    _check(_libc.mount(src.encode(), dst.encode(), b"none", flags, None), f"mount {dst}")
+
+
+def _umount(path: str) -> None:
+    _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
+
+
+def _is_mountpoint(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """Runs `fn` in a new thread and returns its result or raises its exception."""
+    box: dict[str, object] = {}
+
+    def main() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=main, name="shipyard-netns")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+@contextmanager
+def _dir_lock(layout: Layout) -> Iterator[Path]:
+    """Serialises changes to the netns directory mount across processes."""
+    layout.run.mkdir(parents=True, exist_ok=True, mode=0o711)
+    fd = os.open(layout.run / "netns.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield layout.netns
+    finally:
+        os.close(fd)
+
+
+def _share_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+    if not _is_mountpoint(directory):
+        _mount(str(directory), str(directory), MS_BIND | MS_REC)
+    _mount("", str(directory), MS_SHARED | MS_REC)
+
+
+def _valid_name(name: str) -> str:
+    if not name or "/" in name or name in (".", "..") or len(name) > 200:
+        raise InvalidArgument(f"network namespace name {name!r} is not valid")
+    return name
+
+
+def path_of(layout: Layout, name: str) -> Path:
+    return layout.netns / _valid_name(name)
+
+
+def create(layout: Layout, name: str) -> Path:
+    """Creates a new, empty network namespace (only `lo`, down) and returns its path."""
+    with _dir_lock(layout) as directory:
+        _share_dir(directory)
+        path = directory / _valid_name(name)
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+        except FileExistsError:
+            # A plain file left from before a reboot (or a crash) is reused; a live one is not.
+            if exists(path):
+                raise AlreadyExists(f"network namespace {name!r} already exists") from None
+
+        def make() -> None:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), MS_BIND)
+
+        try:
+            _in_thread(make)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            _release_dir_if_empty(directory)
+            if exc.errno == errno.EPERM:
+                raise Unavailable("creating a network namespace needs root "
+                                  "(CAP_SYS_ADMIN)") from None
+            raise
+    return path
+
+
+def _release_dir_if_empty(directory: Path) -> None:
+    try:
+        if any(directory.iterdir()):
+            return
+    except FileNotFoundError:
+        return
+    if _is_mountpoint(directory):
+        _umount(str(directory))
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def delete(path: str | os.PathLike[str], layout: Layout | None = None) -> None:
+    """Unmounts and removes a namespace file (idempotent). Processes still inside keep the
+    namespace alive until they exit. With `layout`, the directory mount goes with the last."""
+    path = Path(path)
+
+    def drop() -> None:
+        if _is_mountpoint(path):
+            _umount(str(path))
+        path.unlink(missing_ok=True)
+
+    if layout is None:
+        drop()
+        return
+    with _dir_lock(layout) as directory:
+        drop()
+        _release_dir_if_empty(directory)
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """True when `path` is a live network namespace handle (an nsfs mount)."""
+    target = str(Path(path).absolute())
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target and fields[fields.index("-") + 1] == "nsfs":
+                return True
+    return False
+
+
+def list_names(layout: Layout) -> list[str]:
+    try:
+        return sorted(os.listdir(layout.netns))
+    except FileNotFoundError:
+        return []
+
+
+def run_in(path: str | os.PathLike[str], fn: Callable[[], T]) -> T:
+    """Calls `fn()` in a throwaway thread that has joined the namespace at `path`. Sockets
+    `fn` creates belong to that namespace for their whole life, wherever they are used."""
+    fd = _open(path)
+
+    def inside() -> T:
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+        finally:
+            os.close(fd)
+        return fn()
+
+    return _in_thread(inside)
+
+
+def socket_in(path: str | os.PathLike[str], family: int = socket.AF_INET,
+              kind: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+    """A socket created inside the namespace at `path` (netlink sockets included)."""
+    return run_in(path, lambda: socket.socket(family, kind, proto))
+
+
+def command(path: str | os.PathLike[str], argv: Sequence[str]) -> list[str]:
+    """argv that runs `argv` inside the namespace (util-linux nsenter); for tools and tests."""
+    return ["nsenter", f"--net={os.fspath(path)}", "--", *argv]
+
+
+def _open(path: str | os.PathLike[str]) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"network namespace {os.fspath(path)} does not exist") from None
