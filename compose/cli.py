@@ -19,13 +19,18 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from engine import Engine
 
 # Command name -> module under compose.commands. Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
     "config": "config",
     "image": "image",
     "container": "container",
+    "network": "network",
+    "volume": "volume",
     "version": "version",
 }
 
@@ -38,6 +43,20 @@ class Context:
     cwd: str
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def engine(self) -> Engine:
+        """The engine at SHIPYARD_ROOT (default /var/lib/shipyard); says so in one line
+        when this user may not use it."""
+        from engine import Engine
+        from engine.errors import Unavailable
+        from engine.layout import DEFAULT_ROOT
+
+        root = self.environ.get("SHIPYARD_ROOT", DEFAULT_ROOT)
+        if os.geteuid() != 0:
+            raise Unavailable(
+                "shipyard needs root to run containers (namespaces, mounts, cgroups and "
+                "networks are privileged): run it with sudo")
+        return Engine(root)
 
 
 def add_project_options(parser: argparse.ArgumentParser) -> None:

@@ -70,7 +70,8 @@ def diff(before: Snapshot, after: Snapshot) -> dict[str, list]:
         except OSError:
             continue
         state = stat.rsplit(")", 1)[1].split()[0]
-        if state != "Z" and "pytest" not in cmdline:
+        # kernel threads have no command line; the test runner's own children are not ours
+        if state != "Z" and cmdline.strip() and "pytest" not in cmdline:
             procs.append(f"{pid} {cmdline.strip()}")
     if procs:
         leaked["processes"] = procs

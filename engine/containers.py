@@ -1,0 +1,260 @@
+"""Container records and lifecycle: create, start, stop, kill, remove, list, inspect.
+
+A container is a record in the store (its `CreateRequest`, the image it was created from,
+the concrete volumes its mounts resolved to) and a directory under the engine root. Starting
+it prepares everything around the process (rootfs overlay, network namespace and
+attachments, volumes, /etc files, config.json) and hands the bundle to the runtime's shim;
+the shim owns the process from then on and records its state in the container directory.
+Stopping or removing it undoes the preparation in reverse order. Every step is idempotent,
+so a command killed half-way leaves a state the next stop or remove converges from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import prepare
+from engine.errors import Conflict, InvalidArgument, NotFound
+from engine.requests import CreateRequest
+from engine.serde import from_dict, to_dict
+from engine.store import dumps, loads
+
+if TYPE_CHECKING:
+    from engine import Engine
+    from engine.runtime.state import State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    labels TEXT NOT NULL,
+    request TEXT NOT NULL,
+    volumes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS container_volumes (
+    container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    volume TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS container_volumes_by_volume ON container_volumes(volume)
+"""
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    name: str
+    image: str
+    image_id: str
+    created: float
+    labels: Mapping[str, str]
+    request: CreateRequest
+    volumes: tuple[str, ...]        # concrete volume name per mount ("" for non-volumes)
+    directory: Path
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+class Containers:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.layout = engine.layout
+        self.store = engine.store
+        self.store.ensure_schema(SCHEMA)
+
+    # ---- records ---------------------------------------------------------------------------
+
+    def create(self, request: CreateRequest) -> Container:
+        """Records a new container: resolves its image, claims its name, creates its
+        anonymous volumes. Nothing runs yet."""
+        image = self.engine.images.resolve(request.image)
+        name = request.name or _generated_name()
+        if not NAME_RE.match(name):
+            raise InvalidArgument(
+                f'invalid container name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        container_id = secrets.token_hex(32)
+        mounts = prepare.with_image_volumes(request.mounts,
+                                            self.engine.images.config(image.id))
+        request = dataclasses.replace(request, mounts=mounts)
+        volume_names = self._claim_volumes(request)
+        try:
+            with self.store.tx() as conn:
+                holder = conn.execute("SELECT id FROM containers WHERE name = ?",
+                                      (name,)).fetchone()
+                if holder is not None:
+                    raise Conflict(
+                        f'container name "{name}" is already in use by container '
+                        f'{holder["id"][:12]}; remove it or choose another name')
+                conn.execute(
+                    "INSERT INTO containers (id, name, image, image_id, created, labels,"
+                    " request, volumes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (container_id, name, request.image, image.id, time.time(),
+                     dumps(dict(request.labels)), dumps(to_dict(request)),
+                     dumps(list(volume_names))))
+                conn.executemany(
+                    "INSERT INTO container_volumes (container_id, volume) VALUES (?, ?)",
+                    [(container_id, v) for v in volume_names if v])
+                self.engine.images.hold(image.id, container_id)
+        except BaseException:
+            for mount, volume in zip(request.mounts, volume_names, strict=True):
+                if volume and not mount.source:
+                    self.engine.volumes.remove(volume)
+            raise
+        self.layout.container(container_id).mkdir(parents=True, exist_ok=True)
+        return self.get(container_id)
+
+    def _claim_volumes(self, request: CreateRequest) -> tuple[str, ...]:
+        names = []
+        for mount in request.mounts:
+            if mount.type != "volume":
+                names.append("")
+                continue
+            if mount.source and self.engine.volumes.exists(mount.source):
+                names.append(mount.source)
+                continue
+            volume = self.engine.volumes.create(mount.source or None,
+                                                labels=mount.volume_labels)
+            names.append(volume.name)
+        return tuple(names)
+
+    def get(self, ref: str) -> Container:
+        """By full id, name, or unique id prefix."""
+        rows = self.store.query("SELECT * FROM containers WHERE id = ? OR name = ?",
+                                (ref, ref.lstrip("/")))
+        if not rows and re.fullmatch(r"[0-9a-f]{1,64}", ref):
+            rows = self.store.query("SELECT * FROM containers WHERE id LIKE ?", (ref + "%",))
+            if len(rows) > 1:
+                raise InvalidArgument(f'"{ref}" matches several containers; give more of the id')
+        if not rows:
+            raise NotFound(f'no such container: "{ref}"')
+        return self._container(rows[0])
+
+    def list(self, labels: Mapping[str, str | None] | None = None) -> list[Container]:
+        """Every container, oldest first; `labels` filters (None = has the label)."""
+        found = [self._container(r)
+                 for r in self.store.query("SELECT * FROM containers ORDER BY created")]
+        if labels:
+            found = [c for c in found if all(
+                k in c.labels and (v is None or c.labels[k] == v) for k, v in labels.items())]
+        return found
+
+    def using_volume(self, volume: str) -> list[str]:
+        rows = self.store.query(
+            "SELECT c.name FROM container_volumes v JOIN containers c ON c.id = v.container_id"
+            " WHERE v.volume = ?", (volume,))
+        return [r["name"] for r in rows]
+
+    def _container(self, row: Any) -> Container:
+        return Container(
+            id=row["id"], name=row["name"], image=row["image"], image_id=row["image_id"],
+            created=row["created"], labels=loads(row["labels"]),
+            request=from_dict(CreateRequest, loads(row["request"])),
+            volumes=tuple(loads(row["volumes"])), directory=self.layout.container(row["id"]))
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def state(self, ref: str | Container) -> State:
+        from engine.runtime import launch
+
+        container = ref if isinstance(ref, Container) else self.get(ref)
+        return launch.state(str(container.directory))
+
+    def start(self, ref: str | Container) -> Container:
+        """Prepares the bundle and starts the process; a running container is left alone.
+        A failure undoes the preparation and raises the runtime's clear message."""
+        from engine.runtime import launch
+
+        container = ref if isinstance(ref, Container) else self.get(ref)
+        if self.state(container).status in ("running", "paused", "restarting"):
+            return container
+        launch.delete(str(container.directory))  # leftovers of an earlier run
+        try:
+            prepare.bundle(self.engine, container)
+            launch.start(str(container.directory))
+        except BaseException:
+            self.release(container)
+            raise
+        return container
+
+    def stop(self, ref: str | Container, timeout: float | None = None) -> Container:
+        from engine.runtime import launch
+
+        container = ref if isinstance(ref, Container) else self.get(ref)
+        if timeout is None:
+            timeout = container.request.config.stop_timeout
+        launch.stop(str(container.directory), 10.0 if timeout is None else timeout)
+        self.release(container)
+        return container
+
+    def kill(self, ref: str | Container, signal: str = "KILL") -> Container:
+        from engine.runtime import launch
+
+        container = ref if isinstance(ref, Container) else self.get(ref)
+        if self.state(container).status not in ("running", "paused", "restarting"):
+            raise Conflict(f"container {container.name} is not running")
+        launch.kill(str(container.directory), signal)
+        return container
+
+    def release(self, container: Container) -> None:
+        """Undoes `prepare.bundle` once the process is gone (idempotent). The runtime's
+        final state stays, so `ls -a` can say how the container ended."""
+        if self.state(container).status in ("running", "paused", "restarting"):
+            return
+        prepare.release(self.engine, container)
+
+    def remove(self, ref: str | Container, *, force: bool = False,
+               volumes: bool = False) -> None:
+        """Removes the container (stopping it first with `force`) and, with `volumes`, its
+        anonymous volumes. Leaves no mount, cgroup, netns, process or file of it."""
+        from engine.runtime import launch
+
+        container = ref if isinstance(ref, Container) else self.get(ref)
+        status = self.state(container).status
+        if status in ("running", "paused", "restarting"):
+            if not force:
+                raise Conflict(
+                    f"container {container.name} is {status}: stop it first or use -f")
+            self.stop(container, timeout=0 if force else None)
+        self.release(container)
+        launch.delete(str(container.directory))
+        with self.store.tx() as conn:
+            conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
+            self.engine.images.release(container.id)
+        shutil.rmtree(container.directory, ignore_errors=True)
+        if volumes:
+            for mount, volume in zip(container.request.mounts, container.volumes, strict=True):
+                if volume and not mount.source and not self.using_volume(volume):
+                    self.engine.volumes.remove(volume)
+
+
+_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen",
+               "lucid", "merry", "nifty", "proud", "quiet", "sharp", "tender", "vivid")
+_NAMES = ("hopper", "lovelace", "turing", "ritchie", "thompson", "torvalds", "knuth",
+          "liskov", "hamilton", "dijkstra", "kay", "lamport", "perlman", "wirth")
+
+
+def _generated_name() -> str:
+    """Docker-style `adjective_name`, made unique with a short random suffix."""
+    return (f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}_"
+            f"{secrets.token_hex(2)}")
+
+
+def image_dir_at(rootfs: Path, target: str) -> Path:
+    """The image's content at a container path, inside the mounted rootfs (never escaping)."""
+    from engine.prepare import in_root
+
+    return in_root(rootfs, target)

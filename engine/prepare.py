@@ -1,0 +1,237 @@
+"""Everything around a container's process: the bundle the runtime executes, and its undoing.
+
+`bundle()` runs at each start, in this order (the order is the contract; `release()` undoes
+it backwards and tolerates any prefix of it having happened, so a start killed half-way is
+cleaned by the next stop or remove):
+
+  1. rootfs    overlay of the image's layers + the container's upper dir
+  2. volumes   named/anonymous volumes (copied up from the image on first use), binds, tmpfs
+  3. network   a network namespace, attachments to each network, DNS names
+  4. etc       /etc/hostname, /etc/hosts, /etc/resolv.conf in the container dir
+  5. spec      config.json from the request + the image config (user resolved in the rootfs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import InvalidArgument, NotFound
+from engine.requests import MountRequest
+
+if TYPE_CHECKING:
+    from engine import Engine
+    from engine.containers import Container
+
+
+def with_image_volumes(mounts: Sequence[MountRequest],
+                       image_config: dict[str, Any]) -> tuple[MountRequest, ...]:
+    """The request's mounts plus an anonymous volume for each image `VOLUME` not already
+    covered by one of them (as Docker does at create)."""
+    declared = (image_config.get("config") or {}).get("Volumes") or {}
+    covered = {os.path.normpath(m.target) for m in mounts}
+    extra = [MountRequest(type="volume", target=path) for path in sorted(declared)
+             if os.path.normpath(path) not in covered]
+    return (*mounts, *extra)
+
+
+def rootfs_dir(container: Container) -> Path:
+    return container.directory / "rootfs"
+
+
+def bundle(engine: Engine, container: Container) -> None:
+    from engine import snapshots
+
+    image_config = engine.images.config(container.image_id)
+    layers = engine.images.layer_dirs(container.image_id)
+    rootfs = snapshots.mount_rootfs(container.directory, layers)
+    mounts = _mounts(engine, container, rootfs)
+    network_path, ips, gateway = _network(engine, container)
+    etc = _etc_files(container, ips, gateway)
+    _write_spec(container, image_config, rootfs, mounts, network_path, etc)
+
+
+def release(engine: Engine, container: Container) -> None:
+    from engine import snapshots
+
+    _release_network(engine, container)
+    for volume in container.volumes:
+        if volume:
+            engine.volumes.unmount_if_unused(volume, exclude=container.name)
+    snapshots.unmount_rootfs(container.directory)
+
+
+# ---- 2. volumes ------------------------------------------------------------------------------
+
+def _mounts(engine: Engine, container: Container, rootfs: Path) -> list[Any]:
+    from engine.containers import image_dir_at
+    from engine.spec import Mount
+
+    out = []
+    for mount, volume in zip(container.request.mounts, container.volumes, strict=True):
+        mode = "ro" if mount.read_only else "rw"
+        if mount.type == "volume":
+            source = engine.volumes.source(volume)
+            if not mount.nocopy:
+                engine.volumes.populate(volume, image_dir_at(rootfs, mount.target))
+            if mount.subpath:
+                source = image_dir_at(source, mount.subpath)
+                if not source.is_dir():
+                    raise NotFound(f'volume "{volume}" has no sub path "{mount.subpath}"')
+            out.append(Mount(mount.target, "bind", str(source), ("rbind", mode)))
+        elif mount.type == "bind":
+            source = Path(mount.source)
+            if not source.exists():
+                if not mount.create_host_path:
+                    raise NotFound(f'bind source path does not exist: "{mount.source}"')
+                source.mkdir(parents=True, exist_ok=True)
+            options = ["rbind", mode]
+            if mount.propagation:
+                options.append(mount.propagation)
+            out.append(Mount(mount.target, "bind", str(source), tuple(options)))
+        elif mount.type == "tmpfs":
+            options = ["nosuid", "nodev"]
+            if mount.tmpfs_size:
+                options.append(f"size={mount.tmpfs_size}")
+            if mount.tmpfs_mode is not None:
+                options.append(f"mode={mount.tmpfs_mode:o}")
+            if mount.read_only:
+                options.append("ro")
+            out.append(Mount(mount.target, "tmpfs", "tmpfs", tuple(options)))
+        else:
+            raise InvalidArgument(f'unknown mount type "{mount.type}"')
+    return out
+
+
+# ---- 3. network ------------------------------------------------------------------------------
+
+def _network(engine: Engine, container: Container) -> tuple[str | None, list[str], str | None]:
+    """(netns path or "host" or None for an empty one, the container's addresses, the
+    gateway of its first network)."""
+    request = container.request
+    mode = request.network_mode
+    if mode == "host":
+        return "host", [], None
+    if mode == "none":
+        return None, [], None
+    if mode.startswith("container:"):
+        other = engine.containers.get(mode.partition(":")[2])
+        path = other.directory / "netns"
+        if not path.exists():
+            raise InvalidArgument(f"container {other.name} has no network namespace running")
+        return str(path), [], None
+    attachments = request.networks
+    if not attachments:
+        from engine.requests import NetworkAttachment
+
+        engine.networks.ensure_default()
+        attachments = (NetworkAttachment(network="bridge"),)
+    from engine import netns
+
+    path = netns.create(engine.layout, container.id[:32])
+    ips: list[str] = []
+    gateway = None
+    hostname = request.config.hostname
+    for attachment in attachments:
+        endpoint = engine.networks.connect(
+            attachment.network, container.id, str(path), container_name=container.name,
+            aliases=attachment.aliases, ipv4_address=attachment.ipv4_address,
+            mac_address=attachment.mac_address, gw_priority=attachment.priority,
+            dns_names=[hostname] if hostname else [],
+            links={alias: target for target, alias in attachment.links}, dns=request.dns)
+        ips.append(str(endpoint.ipv4))
+        gateway = gateway or str(endpoint.gateway)
+    return str(path), ips, gateway
+
+
+def _release_network(engine: Engine, container: Container) -> None:
+    from engine import netns
+
+    mode = container.request.network_mode
+    if mode in ("host", "none") or mode.startswith("container:"):
+        return
+    path = netns.path_of(engine.layout, container.id[:32])
+    engine.networks.disconnect_all(container.id)
+    if netns.exists(path):
+        netns.delete(path, engine.layout)
+
+
+# ---- 4. /etc files ---------------------------------------------------------------------------
+
+def _etc_files(container: Container, ips: list[str], gateway: str | None) -> dict[str, str]:
+    from engine import dns
+
+    request = container.request
+    config = request.config
+    hostname = config.hostname or container.id[:12]
+    files = {
+        "hostname": hostname + "\n",
+        "hosts": dns.hosts_file(hostname, config.domainname, ips,
+                                {h: ip for h, ip in request.extra_hosts}),
+        "resolv.conf": dns.resolv_conf(gateway, request.dns, request.dns_search,
+                                       request.dns_options),
+    }
+    paths = {}
+    for name, text in files.items():
+        path = container.directory / name
+        path.write_text(text)
+        paths[name] = str(path)
+    return paths
+
+
+# ---- 5. spec ---------------------------------------------------------------------------------
+
+def _write_spec(container: Container, image_config: dict[str, Any], rootfs: Path,
+                mounts: list[Any], network_path: str | None, etc: dict[str, str]) -> None:
+    from engine import spec
+
+    config = dataclasses.replace(
+        container.request.config, id=container.id, image=container.image,
+        image_id=container.image_id, mounts=(*container.request.config.mounts, *mounts),
+        network=network_path, hosts_file=etc["hosts"], resolv_conf=etc["resolv.conf"],
+        hostname=container.request.config.hostname or container.id[:12],
+        hostname_file=etc["hostname"])
+    # The rootfs is untrusted: /etc/passwd may be a link meant to reach the host's.
+    passwd = _read_text(in_root(rootfs, "/etc/passwd"))
+    group = _read_text(in_root(rootfs, "/etc/group"))
+    from engine.runtime import launch
+
+    document = spec.build_spec(config, image_config, str(rootfs), passwd, group)
+    launch.create(container.directory, document, spec.shim_options(config))
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read(1 << 20)
+    except OSError:
+        return None
+
+
+def in_root(root: Path, path: str) -> Path:
+    """`path` inside the container's root, following symlinks as the container would see
+    them (absolute targets are relative to `root`), so an image's links never lead out."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise InvalidArgument(f'too many levels of symbolic links in "{path}"')
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)

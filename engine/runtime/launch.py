@@ -1,0 +1,396 @@
+"""The engine's side of the runtime: create, start, observe and control containers.
+
+A container directory holds config.json (the OCI spec; `root.path` may be relative to it),
+shim.json (`spec.shim_options`), and once started state.json, ctl.sock, shim.log and the
+json-file log `<id>-json.log`. Every namespace/mount operation happens in fresh
+single-threaded child processes (the shim, nsexec), never in the caller, which may have
+threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal as signals
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import Conflict, Error, NotFound
+from engine.runtime import cgroups
+from engine.runtime import state as st
+
+HERE = Path(__file__).resolve().parent
+SHIM = HERE / "shim.py"
+NSEXEC = HERE / "nsexec.py"
+# What `delete` removes: the run's leftovers. The bundle (config.json, shim.json, /etc
+# files) and the log stay; the engine owns the directory and removes it with the container.
+RUN_FILES = ("state.json", "ctl.sock", "shim.log")
+
+
+class StartError(Error):
+    """The container could not start; the message says why (from init or the shim)."""
+
+    exit_code = 127
+
+
+class ExecError(Error):
+    """A process could not be executed in the container."""
+
+    exit_code = 126
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResult:
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: str   # starting | healthy | unhealthy
+    failing_streak: int
+    log: tuple[HealthResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    id: str
+    status: str   # created | running | paused | restarting | exited | dead
+    pid: int
+    shim_pid: int
+    exit_code: int
+    started_at: str
+    finished_at: str
+    restart_count: int
+    error: str
+    health: Health | None
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> State:
+        h = d.get("health")
+        health = None if not h else Health(h["status"], h["failing_streak"], tuple(
+            HealthResult(r["start"], r["end"], r["exit_code"], r["output"]) for r in h["log"]))
+        return cls(d.get("id", ""), d.get("status", "created"), d.get("pid") or 0,
+                   d.get("shim_pid") or 0, d.get("exit_code") or 0, d.get("started_at", ""),
+                   d.get("finished_at", ""), d.get("restart_count") or 0, d.get("error", ""),
+                   health)
+
+
+def _dir(container_dir: str | os.PathLike[str]) -> str:
+    path = os.fspath(container_dir)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise NotFound(f"no container at {path} (config.json is missing)")
+    return path
+
+
+# ---- create / start ---------------------------------------------------------------------
+
+def _default_resolv_conf() -> str:
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        lines = []
+    kept = [ln for ln in lines if not (ln.startswith("nameserver") and
+                                       (" 127." in ln or " ::1" in ln))]
+    if not any(ln.startswith("nameserver") for ln in kept):
+        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(kept) + "\n"
+
+
+def create(container_dir: str | os.PathLike[str], spec: dict, options: dict) -> None:
+    """Writes the bundle: config.json and shim.json. When the spec binds no /etc/hosts,
+    /etc/hostname or /etc/resolv.conf, writes defaults here and binds them (so `runc run`
+    of the same bundle sees the same files)."""
+    path = os.fspath(container_dir)
+    os.makedirs(path, exist_ok=True)
+    spec = dict(spec, mounts=list(spec.get("mounts") or []))
+    bound = {m["destination"] for m in spec["mounts"]}
+    hostname = spec.get("hostname") or ""
+    defaults = {
+        "/etc/hosts": ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost "
+                       "ip6-loopback\n" + (f"127.0.0.1\t{hostname}\n" if hostname else "")),
+        "/etc/hostname": ("hostname", hostname + "\n"),
+        "/etc/resolv.conf": ("resolv.conf", None),
+    }
+    for dest, (name, text) in defaults.items():
+        if dest in bound or (dest == "/etc/hostname" and not hostname):
+            continue
+        file = os.path.join(path, name)
+        Path(file).write_text(_default_resolv_conf() if text is None else text)
+        spec["mounts"].append({"destination": dest, "type": "bind", "source": file,
+                               "options": ["rbind", "rprivate"]})
+    st.write_json(os.path.join(path, "config.json"), spec)
+    st.write_json(os.path.join(path, "shim.json"), options)
+    st.write(path, {"id": options.get("id", ""), "status": "created"})
+
+
+def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State:
+    """Spawns the shim and returns once the container's process runs (has exec'd). Raises
+    StartError with init's message (e.g. `exec "/nope": no such file in the image`)."""
+    path = _dir(container_dir)
+    current = st.read(path) or {}
+    if current.get("status") in st.ACTIVE and st.alive(current.get("shim_pid"),
+                                                       current.get("shim_start")):
+        raise Conflict(f"container {current.get('id', '')[:12]} is already running")
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(SHIM), path, str(w)], pass_fds=(w,),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True)
+    finally:
+        os.close(w)
+    proc.wait()  # the first process forks the shim and exits at once
+    with os.fdopen(r, "rb") as f:
+        raw = f.readline()
+    if not raw:
+        log = _tail(os.path.join(path, "shim.log"))
+        raise StartError(f"container shim failed to start{': ' + log if log else ''}")
+    reply = st.loads(raw)
+    if reply.get("error"):  # type: ignore[union-attr]
+        raise StartError(reply["error"])  # type: ignore[index]
+    return state(path)
+
+
+def _tail(file: str, lines: int = 3) -> str:
+    try:
+        return " | ".join(Path(file).read_text().strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---- observe ------------------------------------------------------------------------------
+
+def state(container_dir: str | os.PathLike[str]) -> State:
+    """The recorded state ("created" before any start); an active container whose shim is
+    gone reads as "dead"."""
+    path = os.fspath(container_dir)
+    if not os.path.isdir(path):
+        raise NotFound(f"no container at {path}")
+    d = st.read(path) or {"status": "created"}
+    if d.get("status") in ("running", "paused", "restarting") and not st.alive(
+            d.get("shim_pid"), d.get("shim_start")):
+        d = dict(d, status="dead")
+    return State.from_dict(d)
+
+
+def _cgroup(path: str) -> cgroups.Cgroup:
+    spec = st.read_json(os.path.join(path, "config.json")) or {}
+    return cgroups.Cgroup(spec["linux"]["cgroupsPath"])
+
+
+def top(container_dir: str | os.PathLike[str]) -> list[dict]:
+    """The container's processes (host pids): pid, ppid, uid, state, cmd."""
+    path = _dir(container_dir)
+    out = []
+    for pid in sorted(_cgroup(path).pids()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        uid = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("Uid:"))
+        out.append({"pid": pid, "ppid": int(fields[1]), "uid": uid, "state": fields[0],
+                    "cmd": cmd.decode(errors="replace") or stat.split("(", 1)[1].rsplit(")")[0]})
+    return out
+
+
+# ---- control ------------------------------------------------------------------------------
+
+def _request(path: str, request: dict, timeout: float | None = None) -> dict:
+    """One request over the shim's control socket. Raises Conflict if no shim listens."""
+    dirfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        try:
+            # /proc/self/fd/N/... keeps the path short: sun_path holds only 108 bytes
+            sock.connect(f"/proc/self/fd/{dirfd}/ctl.sock")
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise Conflict("container is not running (no shim)") from None
+        sock.sendall((st.dumps(request) + "\n").encode())
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        sock.close()
+        os.close(dirfd)
+    raw = b"".join(chunks)
+    if not raw:
+        return {"error": "shim exited"}
+    reply = st.loads(raw)
+    if reply.get("error"):  # type: ignore[union-attr]
+        raise Conflict(reply["error"])  # type: ignore[index]
+    return reply  # type: ignore[return-value]
+
+
+def _wait_shim_gone(d: dict, timeout: float = 10.0) -> None:
+    pid, started = d.get("shim_pid"), d.get("shim_start")
+    deadline = time.monotonic() + timeout
+    while st.alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def stop(container_dir: str | os.PathLike[str], timeout: float | None = None) -> State:
+    """Stop signal, `timeout` seconds of grace (default: the container's), then SIGKILL.
+    The restart policy does not apply. Returns the final state."""
+    path = _dir(container_dir)
+    before = st.read(path) or {}
+    if state(path).status in ("running", "paused", "restarting"):
+        request: dict = {"op": "stop"}
+        if timeout is not None:
+            request["timeout"] = timeout
+        with contextlib.suppress(Conflict):
+            _request(path, request)
+        _wait_shim_gone(before)
+    elif state(path).status == "dead":
+        _kill_leftovers(path)
+    return state(path)
+
+
+def kill(container_dir: str | os.PathLike[str], sig: int | str = signals.SIGKILL) -> None:
+    """Sends `sig` (number or name: "KILL", "SIGHUP", "15") to the container's first
+    process. The restart policy no longer applies (as after `docker kill`)."""
+    from engine.spec import signal_number
+
+    path = _dir(container_dir)
+    number = signal_number(sig)
+    if not state(path).running:
+        raise Conflict("container is not running")
+    _request(path, {"op": "kill", "signal": number})
+
+
+def pause(container_dir: str | os.PathLike[str]) -> None:
+    _request(_dir(container_dir), {"op": "pause"})
+
+
+def unpause(container_dir: str | os.PathLike[str]) -> None:
+    _request(_dir(container_dir), {"op": "resume"})
+
+
+def wait(container_dir: str | os.PathLike[str], timeout: float | None = None) -> int:
+    """Blocks until the container has stopped for good (no restart pending); its exit code.
+    A container whose shim died reads as exit code 255."""
+    path = _dir(container_dir)
+    before = st.read(path) or {}
+    if state(path).running:
+        try:
+            _request(path, {"op": "wait"}, timeout)
+        except (Conflict, ConnectionResetError):
+            pass
+        except TimeoutError:
+            raise Conflict(f"container still running after {timeout}s") from None
+        _wait_shim_gone(before)
+    final = state(path)
+    if final.status == "dead":
+        return 255
+    return final.exit_code
+
+
+def _kill_leftovers(path: str) -> None:
+    cg = _cgroup(path)
+    if any(os.path.isdir(d) for d in cg.dirs()):
+        cg.kill()
+        cg.remove()
+
+
+def delete(container_dir: str | os.PathLike[str]) -> None:
+    """Removes what the runtime made for a stopped (or dead) container: leftover processes
+    and cgroup, and the run's files (RUN_FILES). A directory never started is left alone."""
+    path = os.fspath(container_dir)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return
+    current = state(path)
+    if current.status in ("running", "paused", "restarting"):
+        raise Conflict(f"container {current.id[:12]} is {current.status}: stop it first")
+    _kill_leftovers(path)
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(os.path.join(path, name))
+
+
+# ---- exec ---------------------------------------------------------------------------------
+
+def exec(container_dir: str | os.PathLike[str], argv: list[str],
+         env: list[str] | None = None, user: str | None = None, workdir: str | None = None,
+         tty: bool = False, detach: bool = False, stdin: object = None, stdout: object = None,
+         stderr: object = None) -> int:
+    """Runs argv in the running container (its namespaces, cgroup, capabilities, seccomp)
+    and returns its exit code (0 once started, when detached). env items are "K=V",
+    overlaying the container's; user is "name[:group]" or "uid[:gid]" resolved in the
+    container's /etc/passwd. stdio default to the caller's. Raises ExecError."""
+    from engine import spec as specs
+
+    path = _dir(container_dir)
+    if state(path).status not in ("running", "paused"):
+        raise Conflict("container is not running")
+    request: dict = {"argv": list(argv), "env": list(env or []), "tty": tty, "detach": detach,
+                     "workdir": workdir}
+    if user:
+        config = st.read_json(os.path.join(path, "config.json")) or {}
+        root = os.path.join(path, config["root"]["path"])
+
+        def etc(name: str) -> str | None:
+            try:
+                return Path(root, "etc", name).read_text()
+            except OSError:
+                return None
+
+        uid, gid, extra, _home = specs.resolve_user(user, etc("passwd"), etc("group"))
+        request["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
+    r, w = os.pipe()
+    devnull = subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(NSEXEC), path, st.dumps(request), str(w)],
+            pass_fds=(w,), stdin=devnull if detach else stdin,
+            stdout=devnull if detach else stdout, stderr=devnull if detach else stderr)
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode(errors="replace")
+    code = proc.wait()
+    if message:
+        raise ExecError(message)
+    return code
+
+
+def exec_output(container_dir: str | os.PathLike[str], argv: list[str],
+                **kwargs: object) -> tuple[int, str]:
+    """exec() capturing stdout+stderr as text (for probes and tests)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        code = exec(container_dir, argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                    **kwargs)  # type: ignore[arg-type]
+        out.seek(0)
+        return code, out.read().decode(errors="replace")
+
+
+def iter_containers(base: str | os.PathLike[str]) -> Iterator[tuple[str, State]]:
+    """(directory, state) of every container directory under `base`."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
+            if os.path.isfile(os.path.join(entry.path, "config.json")):
+                try:
+                    yield entry.path, state(entry.path)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        raise

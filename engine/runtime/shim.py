@@ -1,0 +1,567 @@
+"""The per-container monitor ("shim"). Stdlib only; imports its siblings by path.
+
+Started by `launch.start` as `python -I -S shim.py <container dir> <status fd>`. It forks
+once more so it outlives the caller (own session, SIGHUP ignored, cwd = container dir) and:
+  - reads config.json (OCI spec) and shim.json (restart, healthcheck, stop signal, stdio);
+  - creates the cgroup and applies limits, then starts the container through `init.spawn`
+    (it is a child subreaper, so the container's first process becomes its child);
+  - writes one JSON line to the status fd: {"pid": N} or {"error": "..."} and closes it;
+  - owns stdio: pipes (or a pty with `tty`) -> <id>-json.log in Docker's json-file format;
+  - records state.json atomically on every change;
+  - applies the restart policy with Docker's back-off (100 ms doubling, reset after 10 s up);
+  - runs healthchecks in processes that join the container's namespaces and cgroup;
+  - serves a control socket `ctl.sock` (one JSON request line, one JSON reply line):
+    {"op": "stop", "timeout": s}, {"op": "kill", "signal": n}, {"op": "pause"},
+    {"op": "resume"}, {"op": "wait"} (reply when the container stopped for good),
+    {"op": "state"};
+  - when the container has stopped for good: final state, cgroup removed, exit.
+One epoll loop, no threads; SIGCHLD and SIGTERM arrive through the wakeup fd.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _socket
+
+import cgroups
+import init
+import state as st
+import syscalls
+
+LOG_LINE_MAX = 16 * 1024
+HEALTH_LOG_KEEP = 5
+HEALTH_OUTPUT_MAX = 4096
+IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+
+
+class Shim:
+    def __init__(self, container_dir: str) -> None:
+        self.dir = container_dir
+        self.spec: dict = st.read_json("config.json")  # type: ignore[assignment]
+        self.opts: dict = st.read_json("shim.json") or {}  # type: ignore[assignment]
+        self.id = self.opts.get("id") or os.path.basename(container_dir)
+        self.cgroup = cgroups.Cgroup(self.spec["linux"]["cgroupsPath"])
+        self.epoll = select.epoll()
+        self.handlers: dict[int, object] = {}
+        self.timers: dict[str, tuple[float, object]] = {}
+        self.waiters: list = []
+        prev = st.read(".") or {}
+        self.state = {"id": self.id, "status": "created", "pid": 0, "shim_pid": os.getpid(),
+                      "shim_start": st.start_time(os.getpid()), "exit_code": 0,
+                      "started_at": prev.get("started_at", ""),
+                      "finished_at": prev.get("finished_at", ""),
+                      "restart_count": 0, "error": "", "health": None}
+        self.pid = 0
+        self.streams: dict[int, list] = {}   # fd -> [stream name, partial bytes]
+        self.stdin_w = -1
+        self.manual_stop = False
+        self.backoff = 0.1
+        self.started_mono = 0.0
+        self.health_pid = 0
+        self.health_fd = -1
+        self.health_out = b""
+        self.health_start = ""
+        self.health_started_mono = 0.0
+        self.done = False
+        self.log_fd = os.open(f"{self.id}-json.log",
+                              os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def watch(self, fd: int, handler: object) -> None:
+        self.handlers[fd] = handler
+        self.epoll.register(fd, IN)
+
+    def unwatch(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
+
+    def save(self) -> None:
+        st.write(".", self.state)
+
+    def set_timer(self, name: str, delay: float, fn: object) -> None:
+        self.timers[name] = (time.monotonic() + delay, fn)
+
+    def run(self) -> None:
+        while not self.done:
+            timeout = -1.0
+            if self.timers:
+                timeout = max(0.0, min(d for d, _ in self.timers.values()) - time.monotonic())
+            for fd, _events in self.epoll.poll(timeout):
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd)  # type: ignore[operator]
+                if self.done:
+                    return
+            now = time.monotonic()
+            for name, (deadline, fn) in list(self.timers.items()):
+                if deadline <= now and self.timers.get(name, (None,))[0] == deadline:
+                    del self.timers[name]
+                    fn()  # type: ignore[operator]
+
+    # -- signals --------------------------------------------------------------------------
+
+    def setup_signals(self) -> None:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.watch(r, self.on_signal)
+
+    def on_signal(self, fd: int) -> None:
+        try:
+            received = os.read(fd, 512)
+        except BlockingIOError:
+            received = b""
+        if signal.SIGTERM in received:
+            self.stop(float(self.opts.get("stop_timeout", 10)))
+        self.reap()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code
+            if pid == self.pid:
+                self.exited(code)
+            elif pid == self.health_pid:
+                self.health_done(code)
+
+    # -- the container ----------------------------------------------------------------------
+
+    def launch(self) -> str | None:
+        """Starts the container; returns an error message if it failed before execve."""
+        tty = bool(self.opts.get("tty"))
+        ours: list[tuple[int, str]] = []
+        if tty:
+            master, slave = os.openpty()
+            stdio = (slave, slave, slave)
+            tty_name = os.ttyname(slave)
+            ours.append((master, "stdout"))
+            theirs = [slave]
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            if self.opts.get("stdin_open"):
+                in_r, self.stdin_w = os.pipe()
+            else:
+                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            stdio = (in_r, out_w, err_w)
+            tty_name = None
+            ours += [(out_r, "stdout"), (err_r, "stderr")]
+            theirs = [in_r, out_w, err_w]
+        pid, error = init.spawn(self.spec, ".", self.cgroup, stdio, tty_name,
+                                bool(self.opts.get("init")))
+        for fd in theirs:
+            os.close(fd)
+        if error:
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            for fd, _ in ours:
+                os.close(fd)
+            return error
+        for fd, name in ours:
+            os.set_blocking(fd, False)
+            self.streams[fd] = [name, b""]
+            self.watch(fd, self.on_output)
+        self.pid = pid
+        self.started_mono = time.monotonic()
+        self.state.update(status="running", pid=pid, started_at=st.now(), error="",
+                          exit_code=0)
+        if self.opts.get("healthcheck"):
+            self.state["health"] = {"status": "starting", "failing_streak": 0, "log": []}
+            self.schedule_health()
+        self.save()
+        return None
+
+    def on_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's last holder closed it
+            data = b""
+        if data:
+            self.log(fd, data)
+        else:
+            self.close_stream(fd)
+
+    def log(self, fd: int, data: bytes) -> None:
+        entry = self.streams[fd]
+        lines = (entry[1] + data).split(b"\n")
+        entry[1] = lines.pop()
+        out = [self.entry(entry[0], line + b"\n") for line in lines]
+        while len(entry[1]) >= LOG_LINE_MAX:
+            out.append(self.entry(entry[0], entry[1][:LOG_LINE_MAX]))
+            entry[1] = entry[1][LOG_LINE_MAX:]
+        if out:
+            os.write(self.log_fd, b"".join(out))
+
+    @staticmethod
+    def entry(stream: str, raw: bytes) -> bytes:
+        text = raw.decode("utf-8", "replace")
+        return (st.dumps({"log": text, "stream": stream, "time": st.now()}) + "\n").encode()
+
+    def close_stream(self, fd: int) -> None:
+        entry = self.streams.pop(fd, None)
+        if entry and entry[1]:
+            os.write(self.log_fd, self.entry(entry[0], entry[1]))
+        self.unwatch(fd)
+        os.close(fd)
+
+    def drain(self) -> None:
+        for fd in list(self.streams):
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                self.log(fd, data)
+            self.close_stream(fd)
+        if self.stdin_w >= 0:
+            os.close(self.stdin_w)
+            self.stdin_w = -1
+
+    def exited(self, code: int) -> None:
+        self.drain()
+        self.pid = 0
+        self.cancel_health()
+        self.timers.pop("kill", None)
+        self.state.update(pid=0, exit_code=code, finished_at=st.now())
+        if self.cgroup.frozen():
+            self.cgroup.thaw()
+        if not self.manual_stop and self.should_restart(code):
+            if time.monotonic() - self.started_mono >= 10:
+                self.backoff = 0.1
+            self.state["status"] = "restarting"
+            self.save()
+            self.set_timer("restart", self.backoff, self.restart)
+            self.backoff = min(self.backoff * 2, 60.0)
+            return
+        self.finish("exited")
+
+    def should_restart(self, code: int) -> bool:
+        policy = self.opts.get("restart") or {}
+        name = policy.get("name", "no")
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure" and code != 0:
+            limit = int(policy.get("max_retries") or 0)
+            return limit == 0 or self.state["restart_count"] < limit
+        return False
+
+    def restart(self) -> None:
+        self.state["restart_count"] += 1
+        error = self.launch()
+        if error:
+            self.state["error"] = error
+            self.exited(127)
+
+    def finish(self, status: str) -> None:
+        """The container stopped for good: final state, answer waiters, clean up, exit."""
+        self.state["status"] = status
+        if self.state.get("health"):
+            self.state["health"]["status"] = "unhealthy" \
+                if self.state["health"]["status"] == "unhealthy" else "starting"
+        self.save()
+        reply = st.dumps({"exit_code": self.state["exit_code"], "status": status}) + "\n"
+        for conn in self.waiters:
+            self.respond(conn, reply)
+        self.waiters = []
+        try:
+            self.cgroup.remove()
+        except OSError as e:
+            sys.stderr.write(f"shim: removing cgroup: {e}\n")
+        self.done = True
+
+    # -- control ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        try:
+            os.unlink("ctl.sock")
+        except FileNotFoundError:
+            pass
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        sock.bind("ctl.sock")
+        sock.listen(16)
+        sock.setblocking(False)
+        self.listener = sock
+        self.conns: dict[int, list] = {}
+        self.watch(sock.fileno(), self.on_accept)
+
+    def on_accept(self, _fd: int) -> None:
+        try:
+            fd, _ = self.listener._accept()
+        except BlockingIOError:
+            return
+        conn = _socket.socket(fileno=fd)
+        self.conns[fd] = [conn, b""]
+        self.watch(fd, self.on_request)
+
+    def on_request(self, fd: int) -> None:
+        conn, buf = self.conns[fd]
+        try:
+            data = conn.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(conn)
+            return
+        buf += data
+        self.conns[fd][1] = buf
+        if b"\n" not in buf:
+            return
+        self.unwatch(fd)
+        try:
+            request = st.loads(buf.split(b"\n", 1)[0])
+            self.handle(conn, request)  # type: ignore[arg-type]
+        except Exception as e:  # a bad request must not take the shim down
+            self.respond(conn, st.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
+
+    def respond(self, conn: object, line: str) -> None:
+        try:
+            conn.sendall(line.encode())  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        self.drop(conn)
+
+    def drop(self, conn: object) -> None:
+        fd = conn.fileno()  # type: ignore[attr-defined]
+        self.unwatch(fd)
+        self.conns.pop(fd, None)
+        conn.close()  # type: ignore[attr-defined]
+
+    def handle(self, conn: object, request: dict) -> None:
+        op = request.get("op")
+        ok = st.dumps({"ok": True}) + "\n"
+        if op == "state":
+            self.respond(conn, st.dumps(self.state) + "\n")
+        elif op == "wait":
+            self.waiters.append(conn)
+        elif op == "stop":
+            self.waiters.append(conn)
+            self.stop(float(request.get("timeout", self.opts.get("stop_timeout", 10))))
+        elif op == "kill":
+            self.manual_stop = True
+            sig = int(request.get("signal", signal.SIGKILL))
+            if self.pid:
+                os.kill(self.pid, sig)
+            elif self.state["status"] == "restarting":
+                self.timers.pop("restart", None)
+                self.finish("exited")
+            self.respond(conn, ok)
+        elif op in ("pause", "resume"):
+            if not self.pid:
+                self.respond(conn, st.dumps({"error": "container is not running"}) + "\n")
+                return
+            if op == "pause":
+                self.cgroup.freeze()
+                self.state["status"] = "paused"
+            else:
+                self.cgroup.thaw()
+                self.state["status"] = "running"
+            self.save()
+            self.respond(conn, ok)
+        else:
+            self.respond(conn, st.dumps({"error": f"unknown op {op!r}"}) + "\n")
+
+    def stop(self, timeout: float) -> None:
+        self.manual_stop = True
+        if self.state["status"] == "restarting":
+            self.timers.pop("restart", None)
+            self.finish("exited")
+            return
+        if not self.pid:
+            return
+        if timeout == 0:
+            self.hard_kill()
+            return
+        try:
+            os.kill(self.pid, int(self.opts.get("stop_signal", signal.SIGTERM)))
+        except ProcessLookupError:
+            pass
+        if self.cgroup.frozen():
+            self.cgroup.thaw()
+        if timeout > 0:
+            self.set_timer("kill", timeout, self.hard_kill)
+
+    def hard_kill(self) -> None:
+        if self.pid:
+            self.cgroup.kill()
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # -- healthchecks ---------------------------------------------------------------------
+
+    def in_start_period(self) -> bool:
+        hc = self.opts["healthcheck"]
+        return time.monotonic() - self.started_mono < float(hc.get("start_period") or 0)
+
+    def schedule_health(self) -> None:
+        hc = self.opts["healthcheck"]
+        starting = self.state["health"]["status"] == "starting" and self.in_start_period()
+        delay = float(hc["start_interval"] if starting else hc["interval"])
+        self.set_timer("health", delay, self.probe)
+
+    def probe(self) -> None:
+        if not self.pid or self.health_pid:
+            return
+        if self.state["status"] == "paused":
+            self.schedule_health()
+            return
+        hc = self.opts["healthcheck"]
+        process = dict(self.spec["process"], args=list(hc["test"]), terminal=False)
+        out_r, out_w = os.pipe()
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r)
+            init.run_in(self.pid, self.cgroup, self.spec, process, (null, out_w, out_w),
+                        out_w)
+        os.close(out_w)
+        os.close(null)
+        os.set_blocking(out_r, False)
+        self.health_pid, self.health_fd, self.health_out = pid, out_r, b""
+        self.health_start = st.now()
+        self.health_started_mono = time.monotonic()
+        self.watch(out_r, self.on_health_output)
+        self.set_timer("health_timeout", float(hc["timeout"]), self.health_timeout)
+
+    def on_health_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if data:
+            self.health_out = (self.health_out + data)[:HEALTH_OUTPUT_MAX]
+        else:
+            self.unwatch(fd)
+
+    def health_timeout(self) -> None:
+        if self.health_pid:
+            try:
+                os.kill(self.health_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.health_out = (f"Health check exceeded timeout "
+                               f"({self.opts['healthcheck']['timeout']}s)").encode()
+            self.health_timed_out = True
+
+    def health_done(self, code: int) -> None:
+        self.timers.pop("health_timeout", None)
+        if self.health_fd >= 0:
+            if self.health_fd in self.handlers:
+                self.on_health_output(self.health_fd)
+                self.unwatch(self.health_fd)
+            os.close(self.health_fd)
+        self.health_pid, self.health_fd = 0, -1
+        if getattr(self, "health_timed_out", False):
+            code, self.health_timed_out = -1, False
+        health = self.state.get("health")
+        if not health or not self.pid:
+            return
+        hc = self.opts["healthcheck"]
+        health["log"] = (health["log"] + [{
+            "start": self.health_start, "end": st.now(), "exit_code": code,
+            "output": self.health_out.decode("utf-8", "replace")}])[-HEALTH_LOG_KEEP:]
+        if code == 0:
+            health["status"] = "healthy"
+            health["failing_streak"] = 0
+        elif not (health["status"] == "starting" and self.in_start_period()):
+            health["failing_streak"] += 1
+            if health["failing_streak"] >= int(hc["retries"]):
+                health["status"] = "unhealthy"
+        self.save()
+        self.schedule_health()
+
+    def cancel_health(self) -> None:
+        self.timers.pop("health", None)
+        self.timers.pop("health_timeout", None)
+        if self.health_pid:
+            try:
+                os.kill(self.health_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def daemonize(container_dir: str) -> None:
+    """Second fork: the caller reaps the first one at once, the shim lives on on its own."""
+    if os.fork():
+        os._exit(0)
+    os.chdir(container_dir)
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    log = os.open("shim.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+
+
+def main() -> None:
+    container_dir, status_fd = sys.argv[1], int(sys.argv[2])
+    os.set_inheritable(status_fd, False)
+    daemonize(container_dir)
+    shim = None
+    try:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        shim = Shim(container_dir)
+        shim.setup_signals()
+        shim.cgroup.create()
+        shim.cgroup.apply((shim.spec.get("linux") or {}).get("resources") or {})
+        shim.serve()
+        error = shim.launch()
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
+    if error:
+        if shim is not None:
+            shim.state.update(status="created", exit_code=127, error=error, pid=0)
+            shim.save()
+            try:
+                shim.cgroup.remove()
+            except OSError:
+                pass
+        os.write(status_fd, (st.dumps({"error": error}) + "\n").encode())
+        os.close(status_fd)
+        _cleanup()
+        os._exit(1)
+    os.write(status_fd, (st.dumps({"pid": shim.pid}) + "\n").encode())
+    os.close(status_fd)
+    gc.freeze()  # what exists now lives as long as the shim: keep the collector off it
+    shim.run()
+    _cleanup()
+
+
+def _cleanup() -> None:
+    try:
+        os.unlink("ctl.sock")
+    except FileNotFoundError:
+        pass
+
+
+if __name__ == "__main__":
+    main()
