@@ -214,24 +214,6 @@ def _read_text(path: Path) -> str | None:
 def in_root(root: Path, path: str) -> Path:
     """`path` inside the container's root, following symlinks as the container would see
     them (absolute targets are relative to `root`), so an image's links never lead out."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise InvalidArgument(f'too many levels of symbolic links in "{path}"')
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+    from engine.runtime.init import secure_join
+
+    return Path(secure_join(str(root), path))

@@ -31,8 +31,13 @@ def duration(seconds: float) -> str:
         return "About an hour"
     if hours < 48:
         return f"{hours} hours"
-    days = hours // 24
-    return f"{days} days" if days < 14 else f"{days // 7} weeks"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
 
 
 def ago(epoch: float) -> str:

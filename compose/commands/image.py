@@ -289,30 +289,9 @@ def human_size(size: float) -> str:
 
 def human_duration(delta: Any) -> str:
     """Docker's approximate durations: `About a minute`, `3 hours`, `2 weeks`."""
-    seconds = int(delta.total_seconds())
-    if seconds < 1:
-        return "Less than a second"
-    if seconds == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{seconds} seconds"
-    minutes = seconds // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
+    from compose.commands.humanize import duration
+
+    return duration(delta.total_seconds())
 
 
 def _parse_time(text: str) -> datetime:
