@@ -50,6 +50,21 @@ def _pids() -> frozenset[int]:
     return frozenset(int(p) for p in os.listdir("/proc") if p.isdigit())
 
 
+ENGINE_PROGRAMS = ("shim.py", "dnsserver.py", "nsexec.py", "shipyard")
+
+
+def _ours(pid: int, cmdline: str) -> bool:
+    """Whether a process is one the engine could have left: a container's (its root is not
+    the host's) or one of the engine's own programs. Other processes on the machine (a shell,
+    another suite) are not this test's business."""
+    try:
+        if os.readlink(f"/proc/{pid}/root") != "/":
+            return True
+    except OSError:
+        return False
+    return any(program in cmdline for program in ENGINE_PROGRAMS) and "pytest" not in cmdline
+
+
 def snapshot() -> Snapshot:
     return Snapshot(_mounts(), _links(), _netns(), _cgroups(), _pids())
 
@@ -70,8 +85,7 @@ def diff(before: Snapshot, after: Snapshot) -> dict[str, list]:
         except OSError:
             continue
         state = stat.rsplit(")", 1)[1].split()[0]
-        # kernel threads have no command line; the test runner's own children are not ours
-        if state != "Z" and cmdline.strip() and "pytest" not in cmdline:
+        if state != "Z" and _ours(pid, cmdline):
             procs.append(f"{pid} {cmdline.strip()}")
     if procs:
         leaked["processes"] = procs
