@@ -10,8 +10,8 @@ directories it leaves empty, so nothing empty stays behind.
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
 import os
-import signal
 import time
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "pids", "blkio",

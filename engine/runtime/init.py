@@ -1,6 +1,6 @@
 """The code that becomes the container (stdlib only; runs in children forked by the shim).
 
-Lifecycle, driven by `spawn()` in the single-threaded shim:
+Lifecycle, driven by the single-threaded shim (shim.Shim.begin/complete):
 
   shim --fork--> stage 1: joins the cgroup, joins/creates namespaces (unshare), forks
                  stage 2 (the first process of the new PID namespace), reports its pid
@@ -21,10 +21,10 @@ running container (exec, healthchecks).
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
 import errno
 import os
 import resource
-import signal
 import stat
 
 try:
@@ -457,11 +457,14 @@ def stage2(spec: dict, bundle: str, cgroup_path: str, stdio: tuple[int, int, int
 
 
 def stage1(spec: dict, bundle: str, cgroup: cgroups.Cgroup, stdio: tuple[int, int, int],
-           error_w: int, pid_w: int, tty_name: str | None, use_init: bool) -> None:
-    """Runs in the shim's child: cgroup, namespaces, fork of PID 1. Never returns."""
+           error_w: int, pid_w: int, tty_name: str | None, use_init: bool,
+           joined: bool = False) -> None:
+    """Runs in the shim's child: cgroup (unless already `joined`), namespaces, fork of
+    PID 1, whose pid goes to `pid_w`. The caller must be a child subreaper. Never returns."""
     try:
         _reset_signals()
-        cgroup.add(os.getpid())
+        if not joined:
+            cgroup.add(os.getpid())
         linux = spec.get("linux") or {}
         flags = 0
         network_given = False
@@ -505,38 +508,6 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS
     finally:
         sock.close()
-
-
-def spawn(spec: dict, bundle: str, cgroup: cgroups.Cgroup, stdio: tuple[int, int, int],
-          tty_name: str | None = None, use_init: bool = False) -> tuple[int, str | None]:
-    """Starts the container from the (single-threaded) caller, which must be a child
-    subreaper. Returns (pid of the container's first process, None) once it has exec'd, or
-    (pid or 0, error message) when it failed before execve."""
-    error_r, error_w = os.pipe()
-    pid_r, pid_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(error_r)
-        os.close(pid_r)
-        stage1(spec, bundle, cgroup, stdio, error_w, pid_w, tty_name, use_init)
-    os.close(error_w)
-    os.close(pid_w)
-    raw = _read_all(pid_r)
-    os.close(pid_r)
-    os.waitpid(child, 0)
-    message = _read_all(error_r).decode(errors="replace")
-    os.close(error_r)
-    pid = int(raw) if raw else 0
-    return pid, (message or None) if pid else (message or "container init failed")
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 # ---- joining a running container (exec, healthchecks) ---------------------------------------

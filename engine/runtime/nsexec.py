@@ -69,6 +69,22 @@ def _relay(master: int, child: int) -> int:
     return code if code >= 0 else 128 - code
 
 
+def container_pty(pid: int) -> tuple[int, int]:
+    """A pty pair from the container's own devpts instance (through /proc/<pid>/root), so
+    the process sees its terminal as /dev/pts/N like under Docker; the host's as fallback."""
+    import fcntl
+    import struct
+
+    pts = f"/proc/{pid}/root/dev/pts"
+    try:
+        master = os.open(f"{pts}/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return os.openpty()
+    fcntl.ioctl(master, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock
+    number = struct.unpack("i", fcntl.ioctl(master, 0x80045430, b"\0" * 4))[0]  # TIOCGPTN
+    return master, os.open(f"{pts}/{number}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+
 def main() -> None:
     container_dir, request, error_fd = sys.argv[1], st.loads(sys.argv[2]), int(sys.argv[3])
     os.set_inheritable(error_fd, False)
@@ -92,7 +108,7 @@ def main() -> None:
     if request.get("detach") and os.fork():  # type: ignore[union-attr]
         os._exit(0)
     if request.get("tty") and os.isatty(0):  # type: ignore[union-attr]
-        master, slave = os.openpty()
+        master, slave = container_pty(pid)  # type: ignore[arg-type]
         child = os.fork()
         if child == 0:
             os.close(master)

@@ -1,10 +1,14 @@
 """The per-container monitor ("shim"). Stdlib only; imports its siblings by path.
 
-Started by `launch.start` as `python -I -S shim.py <container dir> <status fd>`. It forks
+Started by `launch.start` as `python -I -S -c "...import shim; shim.main()" <path of
+shim.py> <container dir> <status fd>` (imported, so its cached bytecode is used). It forks
 once more so it outlives the caller (own session, SIGHUP ignored, cwd = container dir) and:
   - reads config.json (OCI spec) and shim.json (restart, healthcheck, stop signal, stdio);
-  - creates the cgroup and applies limits, then starts the container through `init.spawn`
-    (it is a child subreaper, so the container's first process becomes its child);
+  - creates the cgroup and applies limits, then forks init's stage 1 at once and has a
+    throwaway process move it into the cgroup (on v1 that waits ~10 ms for an RCU grace
+    period) while the child imports init and the shim finishes its own start (subreaper,
+    socket); then releases it;
+  - is a child subreaper, so the container's first process becomes its child;
   - writes one JSON line to the status fd: {"pid": N} or {"error": "..."} and closes it;
   - owns stdio: pipes (or a pty with `tty`) -> <id>-json.log in Docker's json-file format;
   - records state.json atomically on every change;
@@ -20,21 +24,22 @@ One epoll loop, no threads; SIGCHLD and SIGTERM arrive through the wakeup fd.
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
 import gc
 import os
 import select
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _socket
+import _socket  # the C module: `socket` imports enum and more
 
 import cgroups
-import init
 import state as st
-import syscalls
+
+# `init` and `syscalls` (ctypes) are imported late: by the forked children that need them,
+# and by the shim only once its first child is on its way (see Shim.begin).
 
 LOG_LINE_MAX = 16 * 1024
 HEALTH_LOG_KEEP = 5
@@ -144,8 +149,9 @@ class Shim:
 
     # -- the container ----------------------------------------------------------------------
 
-    def launch(self) -> str | None:
-        """Starts the container; returns an error message if it failed before execve."""
+    def begin(self) -> tuple:
+        """Forks stage 1 of init, which joins the cgroup and imports init, then waits for
+        `complete` (the shim must be a subreaper before stage 1 forks the container)."""
         tty = bool(self.opts.get("tty"))
         ours: list[tuple[int, str]] = []
         if tty:
@@ -165,8 +171,55 @@ class Shim:
             tty_name = None
             ours += [(out_r, "stdout"), (err_r, "stderr")]
             theirs = [in_r, out_w, err_w]
-        pid, error = init.spawn(self.spec, ".", self.cgroup, stdio, tty_name,
-                                bool(self.opts.get("init")))
+        error_r, error_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        go_r, go_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                os.close(go_w)
+                import init  # while the shim moves us into the cgroup
+                os.read(go_r, 1)
+                init.stage1(self.spec, ".", self.cgroup, stdio, error_w, pid_w, tty_name,
+                            bool(self.opts.get("init")), joined=True)
+            except BaseException as e:
+                os.write(error_w, f"{e}".encode())
+            os._exit(127)
+        for fd in (error_w, pid_w, go_r):
+            os.close(fd)
+        # The slow step (a v1 migration waits ~10 ms for an RCU grace period) runs in a
+        # throwaway process, while the child imports init and the shim finishes starting.
+        mover = os.fork()
+        if mover == 0:
+            try:
+                self.cgroup.add(child)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        return child, error_r, pid_r, go_w, ours, theirs, mover
+
+    def complete(self, pending: tuple) -> str | None:
+        """Releases stage 1; returns an error message if the container failed before
+        execve, else records it running."""
+        child, error_r, pid_r, go_w, ours, theirs, mover = pending
+        _, status = os.waitpid(mover, 0)
+        if status != 0:
+            try:
+                self.cgroup.add(child)  # again, to learn why
+            except BaseException:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                raise
+        os.write(go_w, b"g")
+        os.close(go_w)
+        raw = _read_all(pid_r)
+        os.close(pid_r)
+        os.waitpid(child, 0)
+        message = _read_all(error_r).decode(errors="replace")
+        os.close(error_r)
+        pid = int(raw) if raw else 0
+        error = (message or None) if pid else (message or "container init failed")
         for fd in theirs:
             os.close(fd)
         if error:
@@ -191,6 +244,10 @@ class Shim:
             self.schedule_health()
         self.save()
         return None
+
+    def launch(self) -> str | None:
+        """Starts the container; returns an error message if it failed before execve."""
+        return self.complete(self.begin())
 
     def on_output(self, fd: int) -> None:
         try:
@@ -368,6 +425,8 @@ class Shim:
             sig = int(request.get("signal", signal.SIGKILL))
             if self.pid:
                 os.kill(self.pid, sig)
+                if sig == signal.SIGKILL and self.cgroup.frozen():
+                    self.cgroup.thaw()  # a frozen task cannot die
             elif self.state["status"] == "restarting":
                 self.timers.pop("restart", None)
                 self.finish("exited")
@@ -440,6 +499,7 @@ class Shim:
         pid = os.fork()
         if pid == 0:
             os.close(out_r)
+            import init
             init.run_in(self.pid, self.cgroup, self.spec, process, (null, out_w, out_w),
                         out_w)
         os.close(out_w)
@@ -523,18 +583,20 @@ def daemonize(container_dir: str) -> None:
 
 
 def main() -> None:
-    container_dir, status_fd = sys.argv[1], int(sys.argv[2])
+    container_dir, status_fd = sys.argv[-2], int(sys.argv[-1])
     os.set_inheritable(status_fd, False)
     daemonize(container_dir)
     shim = None
     try:
-        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         shim = Shim(container_dir)
         shim.setup_signals()
         shim.cgroup.create()
         shim.cgroup.apply((shim.spec.get("linux") or {}).get("resources") or {})
+        pending = shim.begin()
+        import syscalls
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         shim.serve()
-        error = shim.launch()
+        error = shim.complete(pending)
     except Exception as e:
         error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
     if error:
@@ -554,6 +616,15 @@ def main() -> None:
     gc.freeze()  # what exists now lives as long as the shim: keep the collector off it
     shim.run()
     _cleanup()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _cleanup() -> None:

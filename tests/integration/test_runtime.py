@@ -325,3 +325,60 @@ def test_tty_output_is_logged(rt: Runtime) -> None:
     lines = out.replace("\r", "").splitlines()
     assert lines[-1] == "hi"
     assert "not a tty" not in lines[0]
+
+
+def test_exec_with_a_terminal_gets_a_container_pty(rt: Runtime) -> None:
+    d = rt.create("sleep", "60")
+    launch.start(d)
+    master, slave = os.openpty()  # stands in for the user's terminal
+    try:
+        code = launch.exec(d, ["sh", "-c", "tty; exit 5"], tty=True, stdin=slave,
+                           stdout=slave, stderr=slave)
+        os.set_blocking(master, False)
+        out = os.read(master, 4096).decode()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert code == 5
+    assert "/dev/pts/0" in out
+    with pytest.raises(Exception, match="paused"):
+        launch.pause(d)
+        launch.exec(d, ["true"])
+
+
+def test_cgroup_v2_code_on_the_hosts_unified_hierarchy() -> None:
+    """This host is hybrid; its cgroup2 mount still exercises the v2 paths: create with
+    controller delegation, add, pids, freeze/thaw (cgroup.freeze), kill (cgroup.kill),
+    remove with parent pruning."""
+    unified = cgroups.hierarchies()
+    with open("/proc/self/mountinfo") as f:
+        v2 = next((ln.split()[4] for ln in f if " - cgroup2 " in ln), None)
+    if v2 is None or unified.get("unified") == v2:
+        pytest.skip("no separate cgroup2 mount")
+    parent = f"/shipyard-test-{uuid.uuid4().hex[:8]}"
+    cg = cgroups.Cgroup(f"{parent}/c", {"unified": v2})
+    cg.create()
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        cg.add(pid)
+        assert cg.pids() == [pid]
+        cg.freeze()
+        assert cg.frozen()
+        cg.thaw()
+        assert not cg.frozen()
+        cg.kill()
+        _, status = os.waitpid(pid, 0)
+        assert os.WTERMSIG(status) == signal.SIGKILL
+    finally:
+        cg.remove()
+    assert not os.path.exists(v2 + parent)
+
+
+def test_follow_logs_until_exit(rt: Runtime) -> None:
+    d = rt.create("sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.1; done")
+    launch.start(d)
+    assert [e.text for e in logs.follow(d)] == ["line 1\n", "line 2\n", "line 3\n"]
+    assert launch.state(d).status == "exited"
