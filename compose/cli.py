@@ -88,7 +88,27 @@ def load_options(args: argparse.Namespace, ctx: Context, *, interpolate: bool = 
         env_files=tuple(getattr(args, "env_files", None) or ()), interpolate=interpolate)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Global flags that take a value, so the command word can be found without a full parse.
+_VALUE_FLAGS = frozenset({"-f", "--file", "-p", "--project-name", "--profile", "--env-file",
+                          "--project-directory", "--ansi", "--progress"})
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command word in argv (skipping global flags and their values), if any."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _VALUE_FLAGS:
+            skip = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, just that command's subparser is built (each command
+    module is imported to build its parser, and a command run needs only its own)."""
     parser = argparse.ArgumentParser(
         prog="shipyard",
         description="Run Compose applications in real Linux containers, without a daemon.")
@@ -99,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         default="auto", help="set type of progress output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(f"compose.commands.{module_name}")
         command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command_parser)
@@ -109,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.errors import Error
 
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    command = chosen_command(argv)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help()

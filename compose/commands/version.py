@@ -17,9 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from importlib.metadata import version
+    from compose import __version__ as number
 
-    number = version("shipyard")
     if args.short:
         print(number, file=ctx.stdout)
     elif args.format == "json":

@@ -159,3 +159,11 @@ def test_yaml_writer_round_trips_every_scalar(value) -> None:
     import yaml
 
     assert yaml.safe_load(text) == {"k": value, "l": [value, {"m": value}]}
+
+
+def test_version_matches_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    from compose import __version__
+
+    assert __version__ == version("shipyard")
