@@ -11,12 +11,15 @@ so a command killed half-way leaves a state the next stop or remove converges fr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,12 +78,16 @@ class Containers:
         self.layout = engine.layout
         self.store = engine.store
         self.store.ensure_schema(SCHEMA)
+        self._lock_fds: dict[str, int] = {}
 
     # ---- records ---------------------------------------------------------------------------
 
     def create(self, request: CreateRequest) -> Container:
         """Records a new container: resolves its image, claims its name, creates its
         anonymous volumes. Nothing runs yet."""
+        from engine import ports
+
+        ports.check(request.ports)
         image = self.engine.images.resolve(request.image)
         name = request.name or _generated_name()
         if not NAME_RE.match(name):
@@ -176,18 +183,23 @@ class Containers:
     def start(self, ref: str | Container) -> Container:
         """Prepares the bundle and starts the process; a running container is left alone.
         A failure undoes the preparation and raises the runtime's clear message."""
+        from engine import ports
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
-        if self.state(container).status in ("running", "paused", "restarting"):
-            return container
-        launch.delete(str(container.directory))  # leftovers of an earlier run
-        try:
-            prepare.bundle(self.engine, container)
-            launch.start(str(container.directory))
-        except BaseException:
-            self.release(container)
-            raise
+        with self._locked(container):
+            if self.state(container).status in ("running", "paused", "restarting"):
+                return container
+            launch.delete(str(container.directory))  # leftovers of an earlier run
+            try:
+                prepare.bundle(self.engine, container)
+                self._write_exit_hook(container)
+                launch.start(str(container.directory))
+            except BaseException:
+                self.release(container)
+                raise
+            finally:
+                ports.close_held(container.id)  # the shim holds its own copies now
         return container
 
     def stop(self, ref: str | Container, timeout: float | None = None) -> Container:
@@ -212,9 +224,55 @@ class Containers:
     def release(self, container: Container) -> None:
         """Undoes `prepare.bundle` once the process is gone (idempotent). The runtime's
         final state stays, so `ls -a` can say how the container ended."""
-        if self.state(container).status in ("running", "paused", "restarting"):
+        with self._locked(container):
+            if self.state(container).status in ("running", "paused", "restarting"):
+                return
+            prepare.release(self.engine, container)
+
+    # ---- release on exit, published ports --------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, container: Container) -> Iterator[None]:
+        """Serialises preparing and releasing one container across processes (commands,
+        the shim's exit hook). Re-entrant within this object."""
+        if container.id in self._lock_fds or not container.directory.is_dir():
+            yield
             return
-        prepare.release(self.engine, container)
+        fd = os.open(container.directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fds[container.id] = fd
+            yield
+        finally:
+            self._lock_fds.pop(container.id, None)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def adopt_lock(self, container_id: str, fd: int) -> Iterator[None]:
+        """Uses a lock some other process took for us (the shim, for engine.reaper). The
+        caller keeps `fd`: the lock lasts until it closes it (or exits)."""
+        self._lock_fds[container_id] = fd
+        try:
+            yield
+        finally:
+            self._lock_fds.pop(container_id, None)
+
+    def _write_exit_hook(self, container: Container) -> None:
+        """Tells the shim how to release the network when the container ends on its own."""
+        from engine.reaper import exit_hook_argv
+        from engine.runtime import state as st
+
+        st.write_json(str(container.directory / "exit-hook.json"),
+                      {"argv": exit_hook_argv(self.layout.root, container.id)})
+
+    def published_ports(self, ref: str | Container) -> list[Any]:
+        """The container's served port bindings (`ports.Published`: actual host ports),
+        empty when it is not running."""
+        from engine import ports
+
+        container = ref if isinstance(ref, Container) else self.get(ref)
+        return ports.published(self.engine, container)
 
     def remove(self, ref: str | Container, *, force: bool = False,
                volumes: bool = False) -> None:

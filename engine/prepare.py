@@ -7,6 +7,7 @@ cleaned by the next stop or remove):
   1. rootfs    overlay of the image's layers + the container's upper dir
   2. volumes   named/anonymous volumes (copied up from the image on first use), binds, tmpfs
   3. network   a network namespace, attachments to each network, DNS names
+  3b. ports    published host ports bound (held until the shim takes them), ports.json
   4. etc       /etc/hostname, /etc/hosts, /etc/resolv.conf in the container dir
   5. spec      config.json from the request + the image config (user resolved in the rootfs)
 """
@@ -50,6 +51,7 @@ def bundle(engine: Engine, container: Container) -> None:
     rootfs = snapshots.mount_rootfs(container.directory, layers)
     mounts = _mounts(engine, container, rootfs)
     network_path, ips, gateway = _network(engine, container)
+    _ports(engine, container, ips)
     etc = _etc_files(container, ips, gateway)
     _write_spec(container, image_config, rootfs, mounts, network_path, etc)
 
@@ -57,6 +59,7 @@ def bundle(engine: Engine, container: Container) -> None:
 def release(engine: Engine, container: Container) -> None:
     from engine import snapshots
 
+    _release_ports(engine, container)
     _release_network(engine, container)
     for volume in container.volumes:
         if volume:
@@ -157,6 +160,22 @@ def _release_network(engine: Engine, container: Container) -> None:
     engine.networks.disconnect_all(container.id)
     if netns.exists(path):
         netns.delete(path, engine.layout)
+
+
+# ---- 3b. published ports ---------------------------------------------------------------------
+
+def _ports(engine: Engine, container: Container, ips: list[str]) -> None:
+    """Binds the published ports here (a port in use fails the start before anything runs);
+    the shim forwards them to the first network's address."""
+    from engine import ports
+
+    ports.publish(engine, container, ips[0] if ips else None)
+
+
+def _release_ports(engine: Engine, container: Container) -> None:
+    from engine import ports
+
+    ports.unpublish(engine, container)
 
 
 # ---- 4. /etc files ---------------------------------------------------------------------------

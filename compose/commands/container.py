@@ -215,11 +215,11 @@ def _ls(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
         return 0
     if args.format == "json":
         for container, state in rows:
-            print(json.dumps(_summary(container, state)), file=ctx.stdout)
+            print(json.dumps(_summary(container, state, engine)), file=ctx.stdout)
         return 0
     table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for container, state in rows:
-        summary = _summary(container, state)
+        summary = _summary(container, state, engine)
         command = summary["Command"]
         if not args.no_trunc and len(command) > 22:
             command = command[:19] + "..."
@@ -230,7 +230,7 @@ def _ls(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
     return 0
 
 
-def _summary(container: Container, state: Any) -> dict[str, Any]:
+def _summary(container: Container, state: Any, engine: Engine) -> dict[str, Any]:
     from compose.commands import humanize
 
     config = container.request.config
@@ -240,13 +240,9 @@ def _summary(container: Container, state: Any) -> dict[str, Any]:
         "Command": command, "CreatedAt": humanize.iso(container.created),
         "RunningFor": humanize.ago(container.created), "State": state.status,
         "Status": humanize.status(state), "Labels": dict(container.labels),
-        "Ports": ", ".join(_port_text(p) for p in container.request.ports),
+        "Ports": ", ".join(f"{p.host}->{p.container_port}/{p.protocol}"
+                          for p in engine.containers.published_ports(container)),
     }
-
-
-def _port_text(port: Any) -> str:
-    host = port.host_ip or "0.0.0.0"
-    return f"{host}:{port.host_port}->{port.container_port}/{port.protocol}"
 
 
 def _print_table(ctx: Context, rows: list[tuple[str, ...]]) -> None:
@@ -287,7 +283,11 @@ def _inspect(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
                        "User": config.user, "WorkingDir": config.working_dir},
             "Mounts": [to_dict(m) | {"Name": v} for m, v in
                        zip(container.request.mounts, container.volumes, strict=True)],
-            "NetworkSettings": {"Networks": {
+            "NetworkSettings": {
+                "Ports": {f"{p.container_port}/{p.protocol}": [
+                    {"HostIp": p.host_ip, "HostPort": str(p.host_port)}]
+                    for p in engine.containers.published_ports(container)},
+                "Networks": {
                 e.network_name: {"IPAddress": str(e.ipv4), "Gateway": str(e.gateway),
                                  "MacAddress": e.mac}
                 for e in engine.networks.endpoints(container_id=container.id)}},
@@ -347,12 +347,20 @@ def _top(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
 
 
 def _port(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
+    """Docker's `port`: the host address each published container port is served on (the
+    actual port, for ephemeral ones); nothing for a container that is not running."""
+    from engine.errors import NotFound
+
     container = engine.containers.get(args.container)
-    for port in container.request.ports:
+    shown = 0
+    for port in engine.containers.published_ports(container):
         key = f"{port.container_port}/{port.protocol}"
         if args.private_port and args.private_port not in (key, str(port.container_port)):
             continue
-        host = port.host_ip or "0.0.0.0"
         prefix = "" if args.private_port else f"{key} -> "
-        print(f"{prefix}{host}:{port.host_port}", file=ctx.stdout)
+        print(f"{prefix}{port.host}", file=ctx.stdout)
+        shown += 1
+    if args.private_port and not shown:
+        wanted = args.private_port if "/" in args.private_port else f"{args.private_port}/tcp"
+        raise NotFound(f"no public port '{wanted}' published for {container.name}")
     return 0

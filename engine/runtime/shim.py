@@ -18,7 +18,10 @@ once more so it outlives the caller (own session, SIGHUP ignored, cwd = containe
     {"op": "stop", "timeout": s}, {"op": "kill", "signal": n}, {"op": "pause"},
     {"op": "resume"}, {"op": "wait"} (reply when the container stopped for good),
     {"op": "state"};
-  - when the container has stopped for good: final state, cgroup removed, exit.
+  - serves the published ports (portproxy.py, when the engine wrote ports.json);
+  - when the container has stopped for good: final state, listeners closed, cgroup
+    removed, exit; then, unless an engine command waited for that stop, runs the engine's
+    exit hook (exit-hook.json) to release the network.
 One epoll loop, no threads; SIGCHLD and SIGTERM arrive through the wakeup fd.
 """
 
@@ -76,6 +79,8 @@ class Shim:
         self.health_start = ""
         self.health_started_mono = 0.0
         self.done = False
+        self.proxy = None          # portproxy.Proxy when ports are published
+        self.engine_releases = False
         self.log_fd = os.open(f"{self.id}-json.log",
                               os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
@@ -343,6 +348,11 @@ class Shim:
             self.state["health"]["status"] = "unhealthy" \
                 if self.state["health"]["status"] == "unhealthy" else "starting"
         self.save()
+        if self.proxy is not None:
+            self.proxy.close()  # the host ports are free once a waiter hears we stopped
+        # A waiter (`stop`, `wait`) releases the container's network itself; else the exit
+        # hook does (see _exit_hook).
+        self.engine_releases = bool(self.waiters)
         reply = st.dumps({"exit_code": self.state["exit_code"], "status": status}) + "\n"
         for conn in self.waiters:
             self.respond(conn, reply)
@@ -590,6 +600,9 @@ def main() -> None:
     try:
         shim = Shim(container_dir)
         shim.setup_signals()
+        if os.path.exists("ports.json"):
+            import portproxy
+            shim.proxy = portproxy.Proxy.load(shim)
         shim.cgroup.create()
         shim.cgroup.apply((shim.spec.get("linux") or {}).get("resources") or {})
         pending = shim.begin()
@@ -616,6 +629,8 @@ def main() -> None:
     gc.freeze()  # what exists now lives as long as the shim: keep the collector off it
     shim.run()
     _cleanup()
+    if not shim.engine_releases:
+        _exit_hook()
 
 
 def _read_all(fd: int) -> bytes:
@@ -625,6 +640,35 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def _exit_hook() -> None:
+    """Runs the engine's `exit-hook.json` argv (+ the lock fd) detached, holding the
+    container's lock for it, so the network is released when the container stops for good
+    on its own. If the engine holds the lock, it is preparing or releasing: nothing to do."""
+    hook = st.read_json("exit-hook.json") or {}
+    argv = hook.get("argv")  # type: ignore[union-attr]
+    if not argv:
+        return
+    import fcntl
+
+    fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.set_inheritable(fd, True)
+                os.execv(argv[0], [*argv, str(fd)])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(fd)
 
 
 def _cleanup() -> None:
