@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "container": "container",
     "network": "network",
     "volume": "volume",
+    "login": "login",
+    "logout": "logout",
     "version": "version",
 }
 

@@ -218,8 +218,33 @@ def _write_spec(container: Container, image_config: dict[str, Any], rootfs: Path
     group = _read_text(in_root(rootfs, "/etc/group"))
     from engine.runtime import launch
 
-    document = spec.build_spec(config, image_config, str(rootfs), passwd, group)
+    config = _with_image_defaults(config, image_config.get("config") or {})
+    # build_spec takes the image config's "config" object (Cmd, Entrypoint, Env, User, ...)
+    document = spec.build_spec(config, image_config.get("config") or {}, str(rootfs), passwd,
+                               group)
     launch.create(container.directory, document, spec.shim_options(config))
+
+
+def _with_image_defaults(config: Any, image: dict[str, Any]) -> Any:
+    """The image's HEALTHCHECK and STOPSIGNAL apply unless the container sets its own."""
+    from engine.spec import Healthcheck
+
+    changes: dict[str, Any] = {}
+    check = image.get("Healthcheck") or {}
+    if config.healthcheck is None and check.get("Test"):
+        seconds = 1e-9  # image configs count nanoseconds
+        defaults = Healthcheck(("NONE",))
+        changes["healthcheck"] = Healthcheck(
+            test=tuple(check["Test"]),
+            interval=(check.get("Interval") or 0) * seconds or defaults.interval,
+            timeout=(check.get("Timeout") or 0) * seconds or defaults.timeout,
+            retries=check.get("Retries") or defaults.retries,
+            start_period=(check.get("StartPeriod") or 0) * seconds,
+            start_interval=(check.get("StartInterval") or 0) * seconds
+            or defaults.start_interval)
+    if not config.stop_signal and image.get("StopSignal"):
+        changes["stop_signal"] = image["StopSignal"]
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _read_text(path: Path) -> str | None:

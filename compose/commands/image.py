@@ -66,13 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
     p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
 
+    from compose.commands import imagebuild
+
+    p = sub.add_parser("build", help="Build an image from a Dockerfile")
+    imagebuild.add_build_arguments(p)
+    imagebuild.add_registry_arguments(sub)
+
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     command = args.image_command
     if command is None:
         from engine.errors import InvalidArgument
-        raise InvalidArgument("usage: shipyard image COMMAND (import, load, save, ls, inspect, "
-                              "rm, prune, tag)")
+        raise InvalidArgument("usage: shipyard image COMMAND (build, pull, push, import, load, "
+                              "save, ls, inspect, rm, prune, tag)")
     command = {"list": "ls", "remove": "rm", "rmi": "rm"}.get(command, command)
     return int(_COMMANDS[command](args, ctx, _images(ctx)) or 0)
 
@@ -249,8 +255,17 @@ def _tag(args: argparse.Namespace, ctx: Context, images: Images) -> int:
     return 0
 
 
+def _registry_command(name: str):  # type: ignore[no-untyped-def]
+    def command(args: argparse.Namespace, ctx: Context, images: Images) -> int:
+        from compose.commands import imagebuild
+
+        return int(getattr(imagebuild, name)(args, ctx, images))
+    return command
+
+
 _COMMANDS = {"import": _import, "load": _load, "save": _save, "ls": _ls, "inspect": _inspect,
-             "rm": _rm, "prune": _prune, "tag": _tag}
+             "rm": _rm, "prune": _prune, "tag": _tag, "build": _registry_command("build"),
+             "pull": _registry_command("pull"), "push": _registry_command("push")}
 
 
 def _raise_all(ctx: Context, messages: list[str], cls: type) -> None:
