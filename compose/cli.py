@@ -24,8 +24,32 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from engine import Engine
 
-# Command name -> module under compose.commands. Order is the order of `--help`.
+# Command name -> module under compose.commands, or "module:attribute" for one of several
+# commands a module defines (an object with the same HELP, add_arguments and run).
+# Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
+    "ps": "ps",
+    "logs": "logs",
+    "exec": "exec",
+    "run": "run",
+    "create": "lifecycle:create",
+    "start": "lifecycle:start",
+    "stop": "lifecycle:stop",
+    "restart": "lifecycle:restart",
+    "kill": "lifecycle:kill",
+    "rm": "lifecycle:rm",
+    "pause": "lifecycle:pause",
+    "unpause": "lifecycle:unpause",
+    "top": "top",
+    "port": "port",
+    "images": "images",
+    "pull": "pull",
+    "push": "push",
+    "events": "events",
+    "wait": "wait",
+    "ls": "ls",
+    "up": "up",
+    "down": "down",
     "config": "config",
     "image": "image",
     "container": "container",
@@ -123,7 +147,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         if only is not None and name != only:
             continue
+        module_name, _, attribute = module_name.partition(":")
         module = importlib.import_module(f"compose.commands.{module_name}")
+        if attribute:
+            module = getattr(module, attribute)
         command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_module=module)

@@ -1,0 +1,75 @@
+"""`shipyard down`: stop and remove the project's containers and networks (and, if asked,
+volumes and images). Leaves nothing of the project behind."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compose.cli import Context
+
+HELP = "Stop and remove containers, networks"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--remove-orphans", action="store_true",
+        help="remove containers for services not defined in the Compose file")
+    add("-v", "--volumes", action="store_true",
+        help="remove named volumes declared in the Compose file and anonymous volumes")
+    add("--rmi", choices=["local", "all"], default=None,
+        help='remove images used by services: "local" only those without a custom tag')
+    add("-t", "--timeout", type=float, default=None, help="shutdown timeout in seconds")
+    add("--dry-run", action="store_true", help="print the plan and change nothing")
+    add("--parallel", type=int, default=0, help="at most this many engine calls at once")
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    import shutil
+
+    from compose import execute, reconcile
+    from compose import translate as t
+    from compose.cli import load_options
+    from compose.lock import project_lock
+    from compose.observe import observe
+    from compose.progress import Progress, choose_mode
+    from engine.errors import Error, NotFound
+
+    project = None
+    try:
+        from compose.loader import load
+
+        project = load(load_options(args, ctx))
+        name = project.name
+    except NotFound:
+        # `down -p NAME` works without the Compose file, from the labels alone.
+        if not args.project_name:
+            raise
+        name = args.project_name
+    engine = ctx.engine()
+    mode, colour = choose_mode(getattr(args, "progress", "auto"), getattr(args, "ansi", "auto"),
+                               ctx.stderr)
+    progress = Progress(ctx.stderr, mode, colour)
+    images = [t.default_image(project, s) for s in project.services.values()] if project else []
+    with project_lock(engine.layout, name, say=progress.message):
+        observed = observe(engine, name, images=images)
+        if args.rmi and not project:
+            observed = observe(engine, name, images=[c.labels.get(t.IMAGE, c.image)
+                                                     for c in observed.containers])
+        plan = reconcile.down(name, observed, project, reconcile.DownOptions(
+            remove_orphans=args.remove_orphans, volumes=args.volumes, rmi=args.rmi))
+        if args.dry_run:
+            ctx.stdout.write(plan.text())
+            return 0
+        for warning in plan.warnings:
+            progress.message(f"warning: {warning}")
+        if not plan.empty:
+            outcome = execute.run(engine, project, plan, progress, execute.Settings(
+                timeout=args.timeout, parallel=args.parallel))
+            progress.close()
+            if not outcome.ok:
+                raise Error(execute.report(outcome, plan))
+        execute.heal_network_leftovers(engine)
+        shutil.rmtree(engine.layout.root / "compose" / name, ignore_errors=True)
+    return 0

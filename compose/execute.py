@@ -1,0 +1,489 @@
+"""Walks a `Plan` in one anyio task group: each node waits for the nodes it comes `after`,
+then makes its engine calls (blocking, so in worker threads, at most `parallel` at once).
+No decisions are made here beyond what the node says.
+
+A node whose hard dependency failed is skipped (and so are its dependents), while unrelated
+nodes carry on; a failed soft dependency (`required: false`) is only a warning. Waits poll the
+container's state file (cheap) on the event loop, not in threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from compose import translate as t
+from compose.progress import DONE, ERROR, Progress
+from engine.errors import AlreadyExists, Conflict, Error, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from compose.model import Project, Service
+    from compose.plan import Plan, PlanNode
+    from engine import Engine
+    from engine.containers import Container
+
+POLL = 0.02  # seconds between state reads while waiting for a condition
+
+# (kind, action) -> (what progress shows while working, when done)
+WORDS = {
+    ("network", "create"): ("Creating", "Created"), ("network", "remove"): ("Removing", "Removed"),
+    ("volume", "create"): ("Creating", "Created"), ("volume", "remove"): ("Removing", "Removed"),
+    ("image", "pull"): ("Pulling", "Pulled"), ("image", "build"): ("Building", "Built"),
+    ("image", "remove"): ("Removing", "Removed"),
+    ("container", "create"): ("Creating", "Created"),
+    ("container", "recreate"): ("Recreate", "Recreated"),
+    ("container", "start"): ("Starting", "Started"),
+    ("container", "restart"): ("Restarting", "Restarted"),
+    ("container", "stop"): ("Stopping", "Stopped"),
+    ("container", "remove"): ("Stopping", "Removed"),
+    ("wait", "started"): ("Waiting", "Started"), ("wait", "healthy"): ("Waiting", "Healthy"),
+    ("wait", "completed"): ("Waiting", "Exited"), ("wait", "running"): ("Waiting", "Running"),
+}
+
+
+class DependencyFailed(Error):
+    """A `depends_on` condition was not met; names the dependency and shows its last logs."""
+
+
+@dataclass
+class Settings:
+    timeout: float | None = None       # stop grace (-t); None: each container's own
+    parallel: int = 0                  # at most this many engine calls at once; 0: no limit
+    source_dir: str | None = None      # where secret/config files are written
+    wait_timeout: float | None = None  # give up waiting for a condition after this long
+    renew_anon_volumes: bool = False
+
+
+@dataclass
+class Outcome:
+    failed: dict[str, str] = field(default_factory=dict)    # node id -> message
+    skipped: dict[str, str] = field(default_factory=dict)   # node id -> failed dependency
+    done: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+
+def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
+        settings: Settings | None = None) -> Outcome:
+    """Executes `plan` to the end (synchronously) and returns what happened."""
+    return anyio.run(execute, engine, project, plan, progress, settings or Settings())
+
+
+async def execute(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
+                  settings: Settings) -> Outcome:
+    _touch_parts(engine, plan)
+    limiter = anyio.CapacityLimiter(settings.parallel) if settings.parallel > 0 else \
+        anyio.CapacityLimiter(64)
+    walker = _Walker(engine, project, plan, progress, settings, limiter)
+    async with anyio.create_task_group() as tg:
+        for node in plan.nodes:
+            tg.start_soon(walker.node, node)
+    return walker.outcome
+
+
+def _touch_parts(engine: Engine, plan: Plan) -> None:
+    """Builds the engine parts the plan uses in this thread, not racing in workers."""
+    kinds = {n.kind for n in plan.nodes}
+    if kinds & {"container", "wait"}:
+        engine.containers  # noqa: B018
+    if "network" in kinds:
+        engine.networks  # noqa: B018
+    if "volume" in kinds or any(n.action in ("recreate", "remove") for n in plan.nodes):
+        engine.volumes  # noqa: B018
+    if "image" in kinds:
+        engine.images  # noqa: B018
+
+
+class _Walker:
+    def __init__(self, engine: Engine, project: Project | None, plan: Plan,
+                 progress: Progress, settings: Settings, limiter: anyio.CapacityLimiter):
+        self.engine, self.project, self.plan = engine, project, plan
+        self.progress, self.settings, self.limiter = progress, settings, limiter
+        self.events = {n.id: anyio.Event() for n in plan.nodes}
+        self.status: dict[str, str] = {}
+        self.outcome = Outcome()
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    async def node(self, node: PlanNode) -> None:
+        try:
+            for dep in (*node.after, *node.soft):
+                await self.events[dep].wait()
+            bad = [d for d in node.after if self.status.get(d) != "done"]
+            if bad:
+                self.status[node.id] = "skipped"
+                self.outcome.skipped[node.id] = bad[0]
+                return
+            for dep in node.soft:
+                if self.status.get(dep) != "done":
+                    self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
+                                          "dependency is not required)")
+            kind = node.kind.capitalize() if node.kind != "wait" else "Container"
+            shown = node.target if node.kind != "wait" or self.project is None else \
+                t.container_name(self.project, node.service, 1)
+            working, finished = WORDS.get((node.kind, node.action), (node.action, node.action))
+            quiet = (node.kind, node.action) == ("wait", "started")  # its start said it all
+            if not quiet:
+                self.progress.event(kind, shown, working)
+            try:
+                await getattr(self, f"_{node.kind}_{node.action}")(node)
+            except Error as error:
+                self.status[node.id] = "failed"
+                self.outcome.failed[node.id] = str(error)
+                self.progress.event(kind, shown, "Error", ERROR)
+                return
+            self.status[node.id] = "done"
+            self.outcome.done.append(node.id)
+            if not quiet:
+                self.progress.event(kind, shown, finished, DONE)
+        finally:
+            self.events[node.id].set()
+
+    # ---- networks and volumes --------------------------------------------------------------
+
+    def _network(self, name: str):  # -> compose.model.Network | None
+        if self.project:
+            for net in self.project.networks.values():
+                if net.name == name:
+                    return net
+        return None
+
+    async def _network_create(self, node: PlanNode) -> None:
+        net = self._network(node.target)
+        kwargs: dict[str, Any] = {}
+        labels = {}
+        if net is not None and self.project is not None:
+            ipam = net.ipam[0] if net.ipam else None
+            labels = {**net.labels, **t.network_labels(self.project, net.key)}
+            kwargs = dict(driver=net.driver or "bridge", internal=net.internal,
+                          options=dict(net.driver_opts), attachable=net.attachable,
+                          enable_ipv6=net.enable_ipv6, subnet=ipam.subnet if ipam else None,
+                          gateway=ipam.gateway if ipam else None,
+                          ip_range=ipam.ip_range if ipam else None)
+
+        def create() -> None:
+            if node.reason:  # half-made (no resolver entry): make it again
+                try:
+                    self.engine.networks.remove_network(node.target)
+                except NotFound:
+                    pass
+            try:
+                self.engine.networks.create_network(node.target, labels=labels, **kwargs)
+            except AlreadyExists:
+                pass  # made by an earlier, interrupted run
+
+        await self.call(create)
+
+    async def _network_remove(self, node: PlanNode) -> None:
+        def remove() -> None:
+            try:
+                self.engine.networks.remove_network(node.target)
+            except NotFound:
+                pass
+
+        await self.call(remove)
+
+    async def _volume_create(self, node: PlanNode) -> None:
+        vol = None
+        if self.project:
+            vol = next((v for v in self.project.volumes.values() if v.name == node.target), None)
+        labels = {**vol.labels, **t.volume_labels(self.project, vol.key)} if vol else {}
+        driver = (vol.driver if vol else None) or "local"
+        options = dict(vol.driver_opts) if vol else {}
+        await self.call(lambda: self.engine.volumes.create(
+            node.target, driver=driver, options=options, labels=labels))
+
+    async def _volume_remove(self, node: PlanNode) -> None:
+        def remove() -> None:
+            try:
+                self.engine.volumes.remove(node.target)
+            except NotFound:
+                pass
+
+        await self.call(remove)
+
+    # ---- images ----------------------------------------------------------------------------
+
+    async def _image_pull(self, node: PlanNode) -> None:
+        def pull() -> None:
+            from engine.pull import pull as pull_image
+            from engine.registry import RegistryClient
+
+            pull_image(node.target, self.engine.images, lambda: RegistryClient())
+
+        await self.call(pull)
+
+    async def _image_build(self, node: PlanNode) -> None:
+        build = getattr(self.engine, "build", None)
+        if build is None:
+            raise Unavailable(f'service "{node.service}": building images is not supported '
+                              f'yet; build "{node.target}" elsewhere and import it, or use '
+                              "--no-build with an image that is present")
+        svc = self._service(node)
+        await self.call(build, svc.build, node.target)
+
+    async def _image_remove(self, node: PlanNode) -> None:
+        def remove() -> None:
+            try:
+                self.engine.images.remove(node.target)
+            except (NotFound, Conflict):
+                pass
+
+        await self.call(remove)
+
+    # ---- containers ------------------------------------------------------------------------
+
+    def _service(self, node: PlanNode) -> Service:
+        assert self.project is not None, "container creation needs the project"
+        return self.project.service(node.service)
+
+    def _create(self, node: PlanNode) -> Container:
+        assert self.project is not None
+        svc = self._service(node)
+        for source in t.file_sources(self.project, svc, self.settings.source_dir):
+            _write_source(source)
+        request = t.service_request(self.project, svc, node.number,
+                                    anonymous_volumes=dict(node.data),
+                                    source_dir=self.settings.source_dir)
+        containers = self.engine.containers
+        try:
+            return containers.create(request)
+        except Conflict:
+            # A container of this name that observe did not see as ours (an interrupted
+            # create, or one made outside the project): only ours may be replaced.
+            existing = containers.get(request.name or "")
+            if existing.labels.get(t.PROJECT) != self.project.name:
+                raise
+            containers.remove(existing, force=True)
+            return containers.create(request)
+
+    async def _container_create(self, node: PlanNode) -> None:
+        await self.call(self._create, node)
+
+    async def _container_recreate(self, node: PlanNode) -> None:
+        def recreate() -> None:
+            self._stop_remove(node)
+            self._create(node)
+
+        await self.call(recreate)
+
+    def _stop_remove(self, node: PlanNode) -> None:
+        containers = self.engine.containers
+        try:
+            old = containers.get(node.old or node.target)
+        except NotFound:
+            return
+        if containers.state(old).running:
+            self._pre_stop(old)
+            containers.stop(old, timeout=self.settings.timeout)
+        containers.remove(old, force=True)
+        keep = set(node.data.values())
+        for volume in t.anonymous_volumes_of(old.request, old.volumes).values():
+            if volume not in keep and node.action == "recreate" and \
+                    self.settings.renew_anon_volumes:
+                try:
+                    self.engine.volumes.remove(volume)
+                except (NotFound, Conflict):
+                    pass
+
+    async def _container_remove(self, node: PlanNode) -> None:
+        await self.call(self._stop_remove, node)
+
+    async def _container_start(self, node: PlanNode) -> None:
+        def start() -> None:
+            containers = self.engine.containers
+            container = containers.get(node.target)
+            if node.reason:
+                self._scrub(container)
+            containers.start(container)
+            self._post_start(container)
+
+        await self.call(start)
+
+    def _scrub(self, container: Container) -> None:
+        """Undoes what a start killed half-way may have left of a container that is not
+        running: rootfs, namespace, attachments (`release`), and address leases taken just
+        before the kill (the engine's release only knows recorded endpoints)."""
+        self.engine.containers.release(container)
+        networks = self.engine.networks
+        for attachment in container.request.networks:
+            try:
+                network = networks.get(attachment.network)
+            except NotFound:
+                continue
+            networks.ipam.release(network.id, container.id)
+
+    async def _container_stop(self, node: PlanNode) -> None:
+        def stop() -> None:
+            container = self.engine.containers.get(node.target)
+            if self.engine.containers.state(container).running:
+                self._pre_stop(container)
+                self.engine.containers.stop(container, timeout=self.settings.timeout)
+
+        await self.call(stop)
+
+    async def _container_restart(self, node: PlanNode) -> None:
+        def restart() -> None:
+            container = self.engine.containers.get(node.target)
+            if self.engine.containers.state(container).running:
+                self._pre_stop(container)
+                self.engine.containers.stop(container, timeout=self.settings.timeout)
+            self.engine.containers.start(container)
+            self._post_start(container)
+
+        await self.call(restart)
+
+    def _hooks(self, container: Container, which: str) -> None:
+        if self.project is None:
+            return
+        svc = self.project.services.get(container.labels.get(t.SERVICE, ""))
+        if svc is None:
+            return
+        from engine.runtime import launch
+
+        for hook in getattr(svc, which):
+            env = [f"{k}={v}" for k, v in hook.environment.items() if v is not None]
+            code, output = launch.exec_output(str(container.directory), list(hook.command),
+                                              env=env, user=hook.user,
+                                              workdir=hook.working_dir)
+            if code != 0 and which == "post_start":
+                raise Conflict(f"container {container.name}: post_start hook "
+                               f"{' '.join(hook.command)!r} exited with {code}: "
+                               f"{output.strip()[-200:]}")
+
+    def _post_start(self, container: Container) -> None:
+        self._hooks(container, "post_start")
+
+    def _pre_stop(self, container: Container) -> None:
+        if self.project is None or not self.engine.containers.state(container).running:
+            return
+        try:
+            self._hooks(container, "pre_stop")
+        except Error:
+            pass  # a failing pre_stop hook must not keep the container from stopping
+
+    # ---- waits -----------------------------------------------------------------------------
+
+    async def _wait_started(self, node: PlanNode) -> None:
+        await self._wait(node, "started")
+
+    async def _wait_running(self, node: PlanNode) -> None:
+        await self._wait(node, "running")
+
+    async def _wait_healthy(self, node: PlanNode) -> None:
+        await self._wait(node, "healthy")
+
+    async def _wait_completed(self, node: PlanNode) -> None:
+        await self._wait(node, "completed")
+
+    async def _wait(self, node: PlanNode, condition: str) -> None:
+        from compose.observe import project_containers
+
+        assert self.project is not None
+        found = await self.call(project_containers, self.engine, self.project.name,
+                                [node.service])
+        if not found:
+            raise DependencyFailed(f'dependency "{node.service}" has no container')
+        limit = self.settings.wait_timeout
+        try:
+            with anyio.fail_after(limit):
+                for c in found:
+                    await self._wait_one(node.service, c.record, condition)
+        except TimeoutError:
+            raise DependencyFailed(f'service "{node.service}" did not become {condition} '
+                                   f"within {limit:g}s") from None
+
+    async def _wait_one(self, service: str, container: Container, condition: str) -> None:
+        state_of = self.engine.containers.state
+        while True:
+            state = state_of(container)
+            if condition == "completed":
+                if state.status in ("exited", "dead"):
+                    code = 255 if state.status == "dead" else state.exit_code
+                    if code == 0:
+                        return
+                    self._fail(service, container, f"exited with code {code}")
+            elif state.status in ("exited", "dead") and condition != "started":
+                self._fail(service, container, f"exited with code {state.exit_code}"
+                           if state.status == "exited" else "died")
+            elif condition == "started":
+                if state.status != "created":
+                    return
+            elif condition == "running":
+                if state.health is None or state.health.status == "healthy":
+                    if state.status == "running":
+                        return
+                elif state.health.status == "unhealthy":
+                    self._fail(service, container, "is unhealthy")
+            elif condition == "healthy":
+                if state.health is None:
+                    raise DependencyFailed(f'dependency "{service}" has no healthcheck: '
+                                           "condition service_healthy cannot be met "
+                                           f"(container {container.name})")
+                if state.health.status == "healthy":
+                    return
+                if state.health.status == "unhealthy":
+                    self._fail(service, container, "is unhealthy")
+            await anyio.sleep(POLL)
+
+    def _fail(self, service: str, container: Container, what: str) -> None:
+        from engine.runtime import logs
+
+        lines = [e.text.rstrip("\n") for e in logs.read(str(container.directory), tail=5)]
+        tail = "".join(f"\n  {container.name}  | {line}" for line in lines)
+        raise DependencyFailed(f'dependency failed: service "{service}" (container '
+                               f"{container.name}) {what}{tail}")
+
+
+def heal_network_leftovers(engine: Engine) -> list[str]:
+    """Finishes network removals that a killed command left half done: the record is gone
+    but the resolver still serves the network (and its firewall rules may remain). Returns
+    the ids it cleaned. (A stopgap: the engine's removal should be crash-safe itself.)"""
+    networks = engine.networks
+    served = [n["id"] for n in networks.dns.snapshot()["networks"].values()]
+    if not served:
+        return []
+    known = {n.id for n in networks.list()}
+    stale = [i for i in served if i not in known]
+    for network_id in stale:
+        networks.egress.remove(network_id)
+        networks.dns.remove_network(network_id)
+    return stale
+
+
+def _write_source(source: t.FileSource) -> None:
+    os.makedirs(os.path.dirname(source.path), mode=0o700, exist_ok=True)
+    tmp = f"{source.path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(source.content)
+    if source.uid is not None or source.gid is not None:
+        os.chown(tmp, source.uid if source.uid is not None else -1,
+                 source.gid if source.gid is not None else -1)
+    os.chmod(tmp, source.mode)
+    os.replace(tmp, source.path)
+
+
+def report(outcome: Outcome, plan: Plan) -> str:
+    """The failures of a run as one message (failed nodes, then what they held back)."""
+    lines = [f"{node_id}: {message}" if not message.startswith("dependency failed")
+             else message for node_id, message in outcome.failed.items()]
+    held: dict[str, list[str]] = {}
+    for node_id, cause in outcome.skipped.items():
+        root = cause
+        while root in outcome.skipped:
+            root = outcome.skipped[root]
+        node = plan.node(node_id)
+        if node.kind == "container":
+            held.setdefault(root, []).append(node.target)
+    for root, names in held.items():
+        names = sorted(set(names))
+        lines.append(f"not started because {root} failed: {', '.join(names)}")
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""What exists now for one project, read from the engine by Docker Compose's labels.
+
+`observe` returns a frozen snapshot (`Observed`) that `reconcile` compares with the desired
+`Project`. It only reads: the store's records and each container's state file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from compose import translate as t
+from compose.model import EMPTY
+
+if TYPE_CHECKING:
+    from engine import Engine
+    from engine.containers import Container
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedContainer:
+    id: str
+    name: str
+    service: str
+    number: int
+    config_hash: str
+    image: str                     # the reference it was created from
+    image_id: str
+    status: str                    # created | running | paused | restarting | exited | dead
+    exit_code: int = 0
+    health: str | None = None      # starting | healthy | unhealthy; None: no healthcheck
+    oneoff: bool = False
+    created: float = 0.0
+    labels: Mapping[str, str] = EMPTY
+    anonymous_volumes: Mapping[str, str] = EMPTY   # target -> anonymous volume name
+    volumes: tuple[str, ...] = ()                  # every volume its mounts use
+    record: Any = field(default=None, compare=False, repr=False)  # engine Container
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedNetwork:
+    name: str
+    id: str
+    labels: Mapping[str, str] = EMPTY
+    complete: bool = True   # False: a create was interrupted (the resolver never heard of it)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedVolume:
+    name: str
+    labels: Mapping[str, str] = EMPTY
+    anonymous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A project's containers (all, one-offs included, oldest first), the engine's networks
+    and volumes that matter to it (by name), and which image references resolve (to ids)."""
+
+    project: str
+    containers: tuple[ObservedContainer, ...] = ()
+    networks: Mapping[str, ObservedNetwork] = EMPTY
+    volumes: Mapping[str, ObservedVolume] = EMPTY
+    images: Mapping[str, str] = EMPTY   # reference -> image id (only those present)
+
+    def service_containers(self, service: str, *, oneoff: bool = False
+                           ) -> tuple[ObservedContainer, ...]:
+        return tuple(sorted((c for c in self.containers
+                             if c.service == service and c.oneoff == oneoff),
+                            key=lambda c: (c.number, c.created)))
+
+
+def describe(engine: Engine, container: Container) -> ObservedContainer:
+    """One engine container as the reconciler sees it (reads its state file)."""
+    labels = container.labels
+    state = engine.containers.state(container)
+    try:
+        number = int(labels.get(t.NUMBER, "0"))
+    except ValueError:
+        number = 0
+    return ObservedContainer(
+        id=container.id, name=container.name, service=labels.get(t.SERVICE, ""),
+        number=number, config_hash=labels.get(t.CONFIG_HASH, ""), image=container.image,
+        image_id=container.image_id, status=state.status, exit_code=state.exit_code,
+        health=state.health.status if state.health else None,
+        oneoff=labels.get(t.ONEOFF, "False") == "True", created=container.created,
+        labels=labels,
+        anonymous_volumes=t.anonymous_volumes_of(container.request, container.volumes),
+        volumes=tuple(v for v in container.volumes if v), record=container)
+
+
+def project_containers(engine: Engine, project_name: str, services: Iterable[str] = (),
+                       oneoff: bool | None = False) -> list[ObservedContainer]:
+    """The project's containers (of `services`, if given), ordered by service and number.
+    `oneoff=None` includes both kinds."""
+    wanted = set(services)
+    found = []
+    for container in engine.containers.list(labels={t.PROJECT: project_name}):
+        service = container.labels.get(t.SERVICE, "")
+        if wanted and service not in wanted:
+            continue
+        is_oneoff = container.labels.get(t.ONEOFF, "False") == "True"
+        if oneoff is not None and is_oneoff != oneoff:
+            continue
+        found.append(describe(engine, container))
+    return sorted(found, key=lambda c: (c.service, c.oneoff, c.number, c.created))
+
+
+def observe(engine: Engine, project_name: str, images: Iterable[str] = ()) -> Observed:
+    """Everything of `project_name` the engine holds: its containers (one-offs too), every
+    network and volume (by name: desired ones may predate the labels, e.g. external), and
+    the ids of those `images` that are present."""
+    from engine.errors import NotFound
+
+    containers = project_containers(engine, project_name, oneoff=None)
+    found = engine.networks.list()
+    served = {n["id"] for n in engine.networks.dns.snapshot()["networks"].values()} \
+        if found else set()
+    networks = {n.name: ObservedNetwork(n.name, n.id, n.labels, n.id in served)
+                for n in found}
+    volumes = {v.name: ObservedVolume(v.name, v.labels, v.anonymous)
+               for v in engine.volumes.list()}
+    present = {}
+    for ref in dict.fromkeys(images):
+        try:
+            present[ref] = engine.images.resolve(ref).id
+        except NotFound:
+            continue
+    return Observed(project=project_name, containers=tuple(containers), networks=networks,
+                    volumes=volumes, images=present)
