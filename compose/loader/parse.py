@@ -7,8 +7,9 @@ each `YSeq` knows its own location and the location of each item. Later stages
 
 Scalars follow YAML 1.2's core schema, as the Compose Specification's reference loader
 does: only `true`/`false` are booleans (`restart: no` is the string "no"), `80:80` is a
-string (YAML 1.1 would read it as a base-60 number), `0755` is the decimal 755 unless
-written `0o755`. Anchors, aliases and merge keys (`<<`) work; duplicate keys are an error.
+string (YAML 1.1 would read it as a base-60 number), `0755` and `0o755` are
+both octal (as Compose's reference loader reads file modes). Anchors, aliases and merge
+keys (`<<`) work; duplicate keys are an error.
 
 The tags `!reset` and `!override` are recorded on the parent mapping (`YMap.tags`) and the
 value is kept untagged; `merge.py` gives them their meaning.
@@ -135,6 +136,11 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
         return int(text[2:], 8)
     if text.startswith("0x"):
         return int(text[2:], 16)
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    if len(digits) > 1 and digits.startswith("0") and set(digits) <= set("01234567"):
+        # Compose's reference loader reads `mode: 0400` as octal (as Go's strconv does).
+        return sign * int(digits, 8)
     return int(text, 10)
 
 

@@ -12,7 +12,7 @@ def test_yaml_12_scalars_keep_compose_strings() -> None:
     tree = parse_yaml(
         "restart: no\nports: [80:80]\non: yes\nmode: 0755\noct: 0o755\nhex: 0x1f\n"
         "t: True\nn: ~\ne:\nf: 1.5\nx: off\n", "c.yaml")
-    assert tree == {"restart": "no", "ports": ["80:80"], "on": "yes", "mode": 755,
+    assert tree == {"restart": "no", "ports": ["80:80"], "on": "yes", "mode": 0o755,
                     "oct": 0o755, "hex": 31, "t": True, "n": None, "e": None, "f": 1.5,
                     "x": "off"}
 
