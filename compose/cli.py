@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "ls": "ls",
     "up": "up",
     "down": "down",
+    "build": "build",
     "config": "config",
     "image": "image",
     "container": "container",

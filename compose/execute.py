@@ -18,7 +18,7 @@ import anyio
 
 from compose import translate as t
 from compose.progress import DONE, ERROR, Progress
-from engine.errors import AlreadyExists, Conflict, Error, NotFound, Unavailable
+from engine.errors import AlreadyExists, Conflict, Error, NotFound
 
 if TYPE_CHECKING:
     from compose.model import Project, Service
@@ -36,6 +36,7 @@ WORDS = {
     ("image", "remove"): ("Removing", "Removed"),
     ("container", "create"): ("Creating", "Created"),
     ("container", "recreate"): ("Recreate", "Recreated"),
+    ("container", "refresh"): ("Checking", "Running"),
     ("container", "start"): ("Starting", "Started"),
     ("container", "restart"): ("Restarting", "Restarted"),
     ("container", "stop"): ("Stopping", "Stopped"),
@@ -56,6 +57,14 @@ class Settings:
     source_dir: str | None = None      # where secret/config files are written
     wait_timeout: float | None = None  # give up waiting for a condition after this long
     renew_anon_volumes: bool = False
+    # Images: `registry` makes a RegistryClient (default: one without credentials; the CLI
+    # passes `imagebuild.registry_factory(ctx)`); builds run at most `build_parallel` at once.
+    registry: Callable[[], Any] | None = None
+    quiet_pull: bool = False           # no per-layer pull progress (`up --quiet-pull`)
+    build_parallel: int = 2
+    no_cache: bool = False             # `build --no-cache`
+    build_pull: bool = False           # `build --pull`: pull base images again
+    build_args: dict[str, str] = field(default_factory=dict)  # `build --build-arg`, win
 
 
 @dataclass
@@ -90,11 +99,14 @@ async def execute(engine: Engine, project: Project | None, plan: Plan, progress:
 def _touch_parts(engine: Engine, plan: Plan) -> None:
     """Builds the engine parts the plan uses in this thread, not racing in workers."""
     kinds = {n.kind for n in plan.nodes}
+    if any(n.action == "build" for n in plan.nodes):
+        kinds |= {"container", "network"}  # RUN steps run containers
     if kinds & {"container", "wait"}:
         engine.containers  # noqa: B018
     if "network" in kinds:
         engine.networks  # noqa: B018
-    if "volume" in kinds or any(n.action in ("recreate", "remove") for n in plan.nodes):
+    if "volume" in kinds or any(n.action in ("recreate", "refresh", "remove")
+                                for n in plan.nodes):
         engine.volumes  # noqa: B018
     if "image" in kinds:
         engine.images  # noqa: B018
@@ -108,6 +120,7 @@ class _Walker:
         self.events = {n.id: anyio.Event() for n in plan.nodes}
         self.status: dict[str, str] = {}
         self.outcome = Outcome()
+        self.builds = anyio.CapacityLimiter(max(1, settings.build_parallel))
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -125,15 +138,15 @@ class _Walker:
                 if self.status.get(dep) != "done":
                     self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
                                           "dependency is not required)")
-            kind = node.kind.capitalize() if node.kind != "wait" else "Container"
-            shown = node.target if node.kind != "wait" or self.project is None else \
-                t.container_name(self.project, node.service, 1)
+            kind, shown = self._label(node)
             working, finished = WORDS.get((node.kind, node.action), (node.action, node.action))
             quiet = (node.kind, node.action) == ("wait", "started")  # its start said it all
             if not quiet:
                 self.progress.event(kind, shown, working)
             try:
-                await getattr(self, f"_{node.kind}_{node.action}")(node)
+                # A handler may say what it did, when that is not what the plan foresaw.
+                said = await getattr(self, f"_{node.kind}_{node.action}")(node)
+                finished = said or finished
             except Error as error:
                 self.status[node.id] = "failed"
                 self.outcome.failed[node.id] = str(error)
@@ -145,6 +158,15 @@ class _Walker:
                 self.progress.event(kind, shown, finished, DONE)
         finally:
             self.events[node.id].set()
+
+    def _label(self, node: PlanNode) -> tuple[str, str]:
+        """(kind, name) of the node's progress line: builds show as their service (as
+        Compose's `Service web  Built`), waits as the service's first container."""
+        if node.kind == "image" and node.action == "build" and node.service:
+            return "Service", node.service
+        if node.kind == "wait" and self.project is not None:
+            return "Container", t.container_name(self.project, node.service, 1)
+        return ("Container" if node.kind == "wait" else node.kind.capitalize()), node.target
 
     # ---- networks and volumes --------------------------------------------------------------
 
@@ -169,11 +191,6 @@ class _Walker:
                           ip_range=ipam.ip_range if ipam else None)
 
         def create() -> None:
-            if node.reason:  # half-made (no resolver entry): make it again
-                try:
-                    self.engine.networks.remove_network(node.target)
-                except NotFound:
-                    pass
             try:
                 self.engine.networks.create_network(node.target, labels=labels, **kwargs)
             except AlreadyExists:
@@ -212,22 +229,26 @@ class _Walker:
     # ---- images ----------------------------------------------------------------------------
 
     async def _image_pull(self, node: PlanNode) -> None:
-        def pull() -> None:
-            from engine.pull import pull as pull_image
-            from engine.registry import RegistryClient
+        # On the event loop itself: the transfer is async (unpacking runs in threads).
+        from compose.imaging import PullView, registry_or_default
+        from engine.pull import pull_image
 
-            pull_image(node.target, self.engine.images, lambda: RegistryClient())
-
-        await self.call(pull)
+        view = PullView(self.progress, lambda fn, *args: fn(*args), self.settings.quiet_pull)
+        async with registry_or_default(self.settings.registry)() as client:
+            await pull_image(node.target, self.engine.images, client, progress=view)
 
     async def _image_build(self, node: PlanNode) -> None:
-        build = getattr(self.engine, "build", None)
-        if build is None:
-            raise Unavailable(f'service "{node.service}": building images is not supported '
-                              f'yet; build "{node.target}" elsewhere and import it, or use '
-                              "--no-build with an image that is present")
-        svc = self._service(node)
-        await self.call(build, svc.build, node.target)
+        from compose.imaging import BuildView, build_spec, poster, registry_or_default
+        from engine.build import build
+
+        assert self.project is not None, "building needs the project"
+        spec = build_spec(self.project, node.service, no_cache=self.settings.no_cache,
+                          pull=self.settings.build_pull, build_args=self.settings.build_args)
+        view = BuildView(self.progress, node.service, poster())
+        registry = registry_or_default(self.settings.registry)
+        await anyio.to_thread.run_sync(
+            lambda: build(self.engine, spec.context, spec.dockerfile, progress=view,
+                          registry=registry, **spec.kwargs()), limiter=self.builds)
 
     async def _image_remove(self, node: PlanNode) -> None:
         def remove() -> None:
@@ -293,6 +314,35 @@ class _Walker:
                 except (NotFound, Conflict):
                     pass
 
+    async def _container_refresh(self, node: PlanNode) -> str:
+        """Recreates the container if its image (just built or pulled) has another id now,
+        and starts the new one if the old one ran; otherwise leaves it be."""
+        assert self.project is not None
+        image = t.default_image(self.project, self._service(node))
+
+        def refresh() -> str:
+            containers = self.engine.containers
+            try:
+                old = containers.get(node.old or node.target)
+            except NotFound:
+                old = None
+            if old is not None and old.image_id == self.engine.images.resolve(image).id:
+                status = containers.state(old).status
+                return "Running" if status == "running" else status.capitalize()
+            running = old is not None and containers.state(old).running
+            self._stop_remove(node)
+            new = self._create(node)
+            if not running:
+                return "Recreated"
+            containers.start(new)
+            self._post_start(new)
+            return "Started"
+
+        said = await self.call(refresh)
+        if said == "Started":
+            self.progress.event("Container", node.target, "Recreated", DONE)
+        return said
+
     async def _container_remove(self, node: PlanNode) -> None:
         await self.call(self._stop_remove, node)
 
@@ -300,25 +350,10 @@ class _Walker:
         def start() -> None:
             containers = self.engine.containers
             container = containers.get(node.target)
-            if node.reason:
-                self._scrub(container)
             containers.start(container)
             self._post_start(container)
 
         await self.call(start)
-
-    def _scrub(self, container: Container) -> None:
-        """Undoes what a start killed half-way may have left of a container that is not
-        running: rootfs, namespace, attachments (`release`), and address leases taken just
-        before the kill (the engine's release only knows recorded endpoints)."""
-        self.engine.containers.release(container)
-        networks = self.engine.networks
-        for attachment in container.request.networks:
-            try:
-                network = networks.get(attachment.network)
-            except NotFound:
-                continue
-            networks.ipam.release(network.id, container.id)
 
     async def _container_stop(self, node: PlanNode) -> None:
         def stop() -> None:
@@ -443,19 +478,9 @@ class _Walker:
 
 
 def heal_network_leftovers(engine: Engine) -> list[str]:
-    """Finishes network removals that a killed command left half done: the record is gone
-    but the resolver still serves the network (and its firewall rules may remain). Returns
-    the ids it cleaned. (A stopgap: the engine's removal should be crash-safe itself.)"""
-    networks = engine.networks
-    served = [n["id"] for n in networks.dns.snapshot()["networks"].values()]
-    if not served:
-        return []
-    known = {n.id for n in networks.list()}
-    stale = [i for i in served if i not in known]
-    for network_id in stale:
-        networks.egress.remove(network_id)
-        networks.dns.remove_network(network_id)
-    return stale
+    """Names and firewall rules of networks whose record is gone (only removals killed under
+    older engine versions leave those); see `Networks.sweep`."""
+    return engine.networks.sweep()
 
 
 def _write_source(source: t.FileSource) -> None:

@@ -47,7 +47,7 @@ class ObservedNetwork:
     name: str
     id: str
     labels: Mapping[str, str] = EMPTY
-    complete: bool = True   # False: a create was interrupted (the resolver never heard of it)
+    complete: bool = True   # the engine completes an interrupted create on its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +118,8 @@ def observe(engine: Engine, project_name: str, images: Iterable[str] = ()) -> Ob
     from engine.errors import NotFound
 
     containers = project_containers(engine, project_name, oneoff=None)
-    found = engine.networks.list()
-    served = {n["id"] for n in engine.networks.dns.snapshot()["networks"].values()} \
-        if found else set()
-    networks = {n.name: ObservedNetwork(n.name, n.id, n.labels, n.id in served)
-                for n in found}
+    networks = {n.name: ObservedNetwork(n.name, n.id, n.labels)
+                for n in engine.networks.list()}
     volumes = {v.name: ObservedVolume(v.name, v.labels, v.anonymous)
                for v in engine.volumes.list()}
     present = {}

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from compose import graph as graphs
 from compose import translate as t
+from compose.imageplan import image_nodes
 from compose.model import EMPTY, Project, Service
 from compose.observe import Observed, ObservedContainer
 from compose.plan import Plan, PlanNode, ordered
-from engine.errors import Error, InvalidArgument, NotFound, Unavailable
+from engine.errors import Error, InvalidArgument, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def up(project: Project, observed: Observed, options: UpOptions = UpOptions()) -
     warnings: list[str] = []
     network_ids = _networks(project, observed, chosen, nodes)
     volume_ids = _volumes(project, observed, chosen, nodes)
-    image_ids = _images(project, observed, chosen, options, nodes)
+    image_ids = image_nodes(project, observed, chosen, options, nodes)
     changed: dict[str, str] = {}     # service -> node id that (re)starts it, if any
     starts: dict[str, list[str]] = {}
     creates: dict[str, list[str]] = {}
@@ -127,6 +128,14 @@ def up(project: Project, observed: Observed, options: UpOptions = UpOptions()) -
             cname = t.container_name(project, svc, number)
             action, reason = _decide(project, svc, number, old, observed, expected_hash,
                                      force, parents_recreated, options)
+            if action == "keep" and old is not None and image_ids.get(name) and \
+                    not options.no_recreate:
+                # Its image is built or pulled first: whether that yields a new image is
+                # known only then, so the executor compares ids and recreates if they differ.
+                _refresh(old, cname, name, number, options,
+                         (*requires, *networks_needed, *waits), soft_waits, nodes,
+                         service_starts)
+                continue
             create_id = _id("container", action, cname) if action in (
                 "create", "recreate") else None
             if create_id:
@@ -151,8 +160,10 @@ def up(project: Project, observed: Observed, options: UpOptions = UpOptions()) -
                       soft_waits, nodes)
         creates[name] = service_creates
         starts[name] = service_starts
-        if service_starts or service_creates:
-            changed[name] = (service_starts or service_creates)[0]
+        # A refresh may well change nothing: it does not restart `restart: true` dependents.
+        sure = [i for i in service_starts if not i.startswith("container refresh ")]
+        if sure or service_creates:
+            changed[name] = (sure or service_creates)[0]
         one_shot = any(d.condition == "service_completed_successfully"
                        for other in project.services.values()
                        for dep, d in other.depends_on.items() if dep == name)
@@ -169,6 +180,26 @@ def _prune_waits(nodes: list[PlanNode]) -> list[PlanNode]:
     start), so an up-to-date project plans nothing at all."""
     used = {d for n in nodes for d in (*n.after, *n.soft)}
     return [n for n in nodes if n.kind != "wait" or n.id in used or "--wait" in n.reason]
+
+
+def _refresh(old: ObservedContainer, cname: str, service: str, number: int,
+             options: UpOptions, after: tuple[str, ...], soft: list[str],
+             nodes: list[PlanNode], starts: list[str]) -> None:
+    """A kept replica whose image is built or pulled in this plan: `container refresh`
+    recreates it (keeping its anonymous volumes) if the image id then differs from its own,
+    and starts the new one if the old one was running; a stopped one is started after."""
+    data = {} if options.renew_anon_volumes else dict(old.anonymous_volumes)
+    node = PlanNode("container", "refresh", cname, service, number,
+                    "recreated if the image changed", after=after, soft=tuple(soft),
+                    old=old.id, data=data)
+    nodes.append(node)
+    if old.running:
+        starts.append(node.id)
+    elif not options.no_start:
+        nodes.append(PlanNode("container", "start", cname, service, number,
+                              f"was {old.status}", after=(node.id, *after), soft=tuple(soft),
+                              old=old.id))
+        starts.append(_id("container", "start", cname))
 
 
 def _has_healthcheck(svc: Service) -> bool:
@@ -329,38 +360,6 @@ def _volumes(project: Project, observed: Observed, chosen: frozenset[str],
                                "be found (create it first)")
             nodes.append(PlanNode("volume", "create", vol.name))
             out.setdefault(name, []).append(_id("volume", "create", vol.name))
-    return out
-
-
-def _images(project: Project, observed: Observed, chosen: frozenset[str],
-            options: UpOptions, nodes: list[PlanNode]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name in sorted(chosen):
-        svc = project.services[name]
-        image = t.default_image(project, svc)
-        present = image in observed.images
-        policy = options.pull or svc.pull_policy or "missing"
-        if policy == "if_not_present":
-            policy = "missing"
-        build = svc.build is not None and not options.no_build and (
-            options.build or policy == "build" or not present)
-        if build:
-            node = PlanNode("image", "build", image, name)
-        elif policy == "always" or (policy in ("missing", "daily", "weekly") and not present):
-            if not svc.image:
-                raise InvalidArgument(f'service "{name}" has neither an image nor a build '
-                                      "section")
-            node = PlanNode("image", "pull", image, name,
-                            reason="" if policy == "always" else "missing")
-        elif not present:
-            if policy == "never" or (svc.build is not None and options.no_build):
-                raise NotFound(f'service "{name}": image "{image}" is not present and '
-                               f"pull_policy is {policy} (pull or build it first)")
-            raise Unavailable(f'service "{name}": unknown pull_policy "{policy}"')
-        else:
-            continue
-        nodes.append(node)
-        out.setdefault(name, []).append(node.id)
     return out
 
 

@@ -2,7 +2,7 @@
 
 `Engine(root)` is the facade: `engine.images`, `engine.containers`, `engine.networks`,
 `engine.volumes`. Each part is built on first use, so a command pays only for what it
-touches (pyroute2, for one, costs ~280 ms to import).
+touches (the registry client's httpx, for one, costs ~100 ms to import).
 """
 
 from __future__ import annotations

@@ -190,7 +190,10 @@ class Containers:
         with self._locked(container):
             if self.state(container).status in ("running", "paused", "restarting"):
                 return container
-            launch.delete(str(container.directory))  # leftovers of an earlier run
+            # Leftovers of an earlier run, or of a start killed half-way (a namespace, leases,
+            # a mounted rootfs): bundle() starts from nothing.
+            launch.delete(str(container.directory))
+            prepare.release(self.engine, container)
             try:
                 prepare.bundle(self.engine, container)
                 self._write_exit_hook(container)
@@ -203,12 +206,16 @@ class Containers:
         return container
 
     def stop(self, ref: str | Container, timeout: float | None = None) -> Container:
+        """Stops the process and undoes its preparation. A container that never got as far
+        as a bundle (created, or its first start killed early) has nothing to stop: only its
+        leftovers are released."""
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
         if timeout is None:
             timeout = container.request.config.stop_timeout
-        launch.stop(str(container.directory), 10.0 if timeout is None else timeout)
+        if (container.directory / "config.json").is_file():
+            launch.stop(str(container.directory), 10.0 if timeout is None else timeout)
         self.release(container)
         return container
 

@@ -6,13 +6,20 @@ resolver process (engine/dnsserver.py) to reload over its control socket, waitin
 answer, so a name registered here resolves as soon as the call returns. The resolver is
 started with the first network and exits when the last one is removed.
 
-Containers use it through `resolv_conf()`: `nameserver <gateway of their network>`. A
-container's own `dns` servers become its upstreams in the resolver, so it keeps resolving
-service names. `hosts_file()` writes /etc/hosts.
+Publishing is batched two ways: threads of one process that change names at the same time
+share one publish (a publisher whose change an already finished snapshot included returns
+at once), and `batch()` defers every publish of the calling thread to the end of the block.
+
+Containers use it through `resolv_conf()`: `nameserver <gateway of their first network>`.
+The resolver knows the asking container by the query's source address, and answers it with
+the names of every network it is attached to (and of no other), whichever of its gateways the
+query reached, as Docker does. A container's own `dns` servers become its upstreams in the
+resolver, so it keeps resolving service names. `hosts_file()` writes /etc/hosts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -22,7 +29,8 @@ import select
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from engine.errors import Unavailable
@@ -97,6 +105,34 @@ class Dns:
         self.upstreams = upstreams
         self.port = port
         store.ensure_schema(SCHEMA)
+        self._changes = 0        # changes committed by this object (any thread)
+        self._published = 0      # how many of them the last finished publish included
+        self._guard = threading.Lock()
+        self._publishing = threading.Lock()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Defers this thread's publishes to the end of the block (one publish, if anything
+        changed). Names registered inside resolve once the block has ended."""
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0 and getattr(self._local, "dirty", False):
+                self._local.dirty = False
+                self.publish()
+
+    def _changed(self) -> None:
+        """Called after each committed change: publishes now, or at the end of a batch."""
+        with self._guard:
+            self._changes += 1
+        if getattr(self._local, "depth", 0):
+            self._local.dirty = True
+        else:
+            self.publish()
 
     # -- records
 
@@ -104,13 +140,13 @@ class Dns:
         with self.store.tx() as conn:
             conn.execute("INSERT OR REPLACE INTO dns_networks VALUES (?, ?, ?)",
                          (network_id, name, gateway))
-        self.publish()
+        self._changed()
 
     def remove_network(self, network_id: str) -> None:
         with self.store.tx() as conn:
             conn.execute("DELETE FROM dns_endpoints WHERE network_id = ?", (network_id,))
             conn.execute("DELETE FROM dns_networks WHERE network_id = ?", (network_id,))
-        self.publish()
+        self._changed()
 
     def register(self, network_id: str, container_id: str, names: Iterable[str], ipv4: str,
                  *, links: Mapping[str, str] | None = None, upstreams: Sequence[str] = ()) -> None:
@@ -125,13 +161,14 @@ class Dns:
                 (network_id, container_id, str(ipaddress.IPv4Address(ipv4)), dumps(clean),
                  dumps({k.lower(): v.lower() for k, v in (links or {}).items()}),
                  dumps([_upstream(u) for u in upstreams])))
-        self.publish()
+        self._changed()
 
     def unregister(self, network_id: str, container_id: str) -> None:
         with self.store.tx() as conn:
-            conn.execute("DELETE FROM dns_endpoints WHERE network_id = ? AND container_id = ?",
-                         (network_id, container_id))
-        self.publish()
+            gone = conn.execute("DELETE FROM dns_endpoints WHERE network_id = ? AND "
+                                "container_id = ?", (network_id, container_id)).rowcount
+        if gone:
+            self._changed()
 
     def snapshot(self) -> dict:
         """What the resolver serves (the records.json document)."""
@@ -162,7 +199,19 @@ class Dns:
             networks[net["gateway"]] = {"id": net["network_id"], "name": net["name"],
                                         "names": names, "ptr": ptr, "links": links,
                                         "upstreams": upstreams}
-        return {"port": self.port, "upstreams": self._host_upstreams(), "networks": networks}
+        return {"port": self.port, "upstreams": self._host_upstreams(), "networks": networks,
+                "containers": self._containers()}
+
+    def _containers(self) -> dict[str, list[list[str]]]:
+        """container id -> its endpoints as [gateway, ipv4], in the order they were made:
+        the resolver answers a container from the names of all its networks."""
+        rows = self.store.query(
+            "SELECT e.container_id, n.gateway, e.ipv4 FROM dns_endpoints e "
+            "JOIN dns_networks n ON n.network_id = e.network_id ORDER BY e.rowid")
+        containers: dict[str, list[list[str]]] = {}
+        for row in rows:
+            containers.setdefault(row["container_id"], []).append([row["gateway"], row["ipv4"]])
+        return containers
 
     def _host_upstreams(self) -> list:
         if self.upstreams is not None:
@@ -177,7 +226,20 @@ class Dns:
 
     def publish(self) -> dict | None:
         """Writes records.json and makes the resolver (started or stopped as needed) serve it.
-        Returns the resolver's state ({"pid", "networks", "errors", "exiting"}) or None."""
+        Returns the resolver's state ({"pid", "networks", "errors", "exiting"}) or None (also
+        when another thread's publish, finished meanwhile, already included our changes)."""
+        with self._guard:
+            wanted = self._changes
+        with self._publishing:
+            if self._published >= wanted > 0:
+                return None
+            with self._guard:
+                seen = self._changes  # everything committed up to here is in the snapshot
+            state = self._publish()
+            self._published = max(self._published, seen)
+            return state
+
+    def _publish(self) -> dict | None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # One publisher at a time: a slower process must not rename an older snapshot over a
         # newer one, nor start a second resolver.

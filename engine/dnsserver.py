@@ -5,14 +5,18 @@ Run as `python -I -S dnsserver.py [--daemon] RUNDIR`. RUNDIR holds:
                  {"port": 53, "upstreams": [[host, port], ...],
                   "networks": {GATEWAY: {"id", "name", "names": {name: [ip, ...]},
                                "ptr": {ip: name}, "links": {src_ip: {alias: [ip, ...]}},
-                               "upstreams": {src_ip: [[host, port], ...]}}}}
+                               "upstreams": {src_ip: [[host, port], ...]}}},
+                  "containers": {container_id: [[gateway, ip], ...]}}
 - control.sock   a line "reload" re-reads records.json and answers one JSON line
                  {"pid", "networks", "errors": {gateway: message}, "exiting"}
 - resolver.pid   the pid, flock()ed for the process's lifetime (one resolver per root)
-The resolver listens on every network's gateway address (UDP and TCP, port 53), answers from
-the records of the network whose gateway received the query (A; AAAA and other types of known
-names empty; PTR of container addresses), and forwards other names to the upstreams. With no
-network left it exits. It also re-reads records.json when its mtime changes (a backstop).
+The resolver listens on every network's gateway address (UDP and TCP, port 53). It knows the
+asking container by the query's source address and answers from the records of every network
+that container is on (the network whose gateway received the query first; a container never
+sees the names of a network it is not on; an unknown source gets the receiving network's): A;
+AAAA and other types of known names empty; PTR of container addresses. Other names go to the
+upstreams. With no network left it exits. It also re-reads records.json when its mtime
+changes (a backstop).
 
 The wire format (RFC 1035) is written here with `struct`: the resolver only needs questions,
 A/PTR answers and a copy of the upstream's reply, and a library would double its start time.
@@ -286,6 +290,11 @@ class Resolver:
         self.rundir = rundir
         self.records = os.path.join(rundir, "records.json")
         self.views: dict[str, View] = {}
+        # Whom a query is answered for: (gateway, source) -> the asker's networks as (view,
+        # its address there), the receiving one first; `members` is by source alone, for a
+        # query sent to the gateway of a network the asker is not on.
+        self.scopes: dict[tuple[str, str], list[tuple[View, str]]] = {}
+        self.members: dict[str, list[tuple[View, str]]] = {}
         self.upstreams: list[tuple[str, int]] = []
         self.port = 53
         self.listeners: dict[str, tuple[asyncio.DatagramTransport, asyncio.Server]] = {}
@@ -307,6 +316,13 @@ class Resolver:
         for gw, view in self.views.items():
             if gw in old:
                 view.turn = old[gw].turn
+        self.scopes, self.members = {}, {}
+        for endpoints in raw.get("containers", {}).values():
+            scope = [(self.views[gw], ip) for gw, ip in endpoints if gw in self.views]
+            for gw, ip in endpoints:
+                self.members[ip] = scope
+                self.scopes[(gw, ip)] = sorted(scope, key=lambda m, g=gw: m[0] is not
+                                               self.views.get(g))
 
     async def reload(self) -> dict:
         self.load()
@@ -344,15 +360,25 @@ class Resolver:
             query = parse_query(data)
         except WireError:
             return error_response(data, FORMERR)
-        view = self.views.get(gateway)
-        if view is None:
+        scope = self.scope(gateway, source)
+        if not scope:
             return build_response(query, REFUSED)
-        result = answer(view, query, source)
-        if result is not None:
-            return build_response(query, *result, limit=65535 if tcp else UDP_LIMIT)
-        upstreams = view.upstreams.get(source) or self.upstreams
+        for view, address in scope:
+            result = answer(view, query, address)
+            if result is not None:
+                return build_response(query, *result, limit=65535 if tcp else UDP_LIMIT)
+        view, address = scope[0]
+        upstreams = view.upstreams.get(address) or self.upstreams
         reply = await forward(data, upstreams, tcp) if upstreams else None
         return reply if reply is not None else build_response(query, SERVFAIL)
+
+    def scope(self, gateway: str, source: str) -> list[tuple[View, str]]:
+        """The networks whose names `source` sees, as (view, source's address there)."""
+        scope = self.scopes.get((gateway, source)) or self.members.get(source)
+        if scope is not None:
+            return scope
+        view = self.views.get(gateway)  # not a container of ours: the host, say
+        return [(view, source)] if view is not None else []
 
     async def serve_tcp(self, gateway: str, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:

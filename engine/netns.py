@@ -53,10 +53,20 @@ def _umount(path: str) -> None:
     _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
 
 
-def _is_mountpoint(path: Path) -> bool:
+def _mount_fields(path: Path) -> list[str] | None:
+    """The mountinfo fields of the last mount at `path`, or None."""
     target = str(path)
+    found = None
     with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                found = fields
+    return found
+
+
+def _is_mountpoint(path: Path) -> bool:
+    return _mount_fields(path) is not None
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
@@ -91,8 +101,11 @@ def _dir_lock(layout: Layout) -> Iterator[Path]:
 
 def _share_dir(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o711)
-    if not _is_mountpoint(directory):
+    fields = _mount_fields(directory)
+    if fields is None:
         _mount(str(directory), str(directory), MS_BIND | MS_REC)
+    elif any(f.startswith("shared:") for f in fields[6:fields.index("-")]):
+        return  # already a shared mount point of its own
     _mount("", str(directory), MS_SHARED | MS_REC)
 
 
@@ -107,7 +120,11 @@ def path_of(layout: Layout, name: str) -> Path:
 
 
 def create(layout: Layout, name: str) -> Path:
-    """Creates a new, empty network namespace (only `lo`, down) and returns its path."""
+    """Creates a new, empty network namespace (only `lo`, down) and returns its path.
+
+    Only the directory mount and the file are made under the lock: once the file exists the
+    directory is not empty, so no `delete` can take the directory mount away, and the slow
+    part (the kernel making the namespace) overlaps with other creations."""
     with _dir_lock(layout) as directory:
         _share_dir(directory)
         path = directory / _valid_name(name)
@@ -118,19 +135,20 @@ def create(layout: Layout, name: str) -> Path:
             if exists(path):
                 raise AlreadyExists(f"network namespace {name!r} already exists") from None
 
-        def make() -> None:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-            _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), MS_BIND)
+    def make() -> None:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), MS_BIND)
 
-        try:
-            _in_thread(make)
-        except OSError as exc:
+    try:
+        _in_thread(make)
+    except OSError as exc:
+        with _dir_lock(layout) as directory:
             path.unlink(missing_ok=True)
             _release_dir_if_empty(directory)
-            if exc.errno == errno.EPERM:
-                raise Unavailable("creating a network namespace needs root "
-                                  "(CAP_SYS_ADMIN)") from None
-            raise
+        if exc.errno == errno.EPERM:
+            raise Unavailable("creating a network namespace needs root "
+                              "(CAP_SYS_ADMIN)") from None
+        raise
     return path
 
 

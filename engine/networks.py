@@ -1,4 +1,4 @@
-"""Bridge networks: records in the store, bridges and veth pairs in the kernel (pyroute2).
+"""Bridge networks: records in the store, bridges and veth pairs in the kernel (netlink).
 
 A network is a Linux bridge `sy-<hash of id>` carrying the gateway address; an endpoint is a
 veth pair whose host end `sy<hash of network and container>` is a port of the bridge and whose
@@ -11,8 +11,16 @@ refuses while endpoints are live. Each step either completes or leaves nothing b
 objects made before a failure are removed again, and the store changes roll back.
 Around each network: `Ipam` (subnet, leases), `Egress` (nftables), `Dns` (names, resolver).
 
-pyroute2 is imported on first use (it costs ~250 ms); the calls are synchronous, so async
-callers run them in a worker thread.
+Crash safety: a command may be killed at any point. Creation writes the record first and
+the DNS row last (`dns_networks`), so a record without its DNS row is a creation that did
+not finish: `connect` completes it in place, `create_network` of the same name makes it
+again. Teardown goes the other way round (names, firewall, bridge, then the record), so a
+killed removal leaves a record that the next removal finishes. `connect` and
+`disconnect_all` first drop whatever a killed earlier attempt left for the container (its
+lease, endpoint row, names, host veth).
+
+Netlink requests go through the small `engine.rtnl` client (pyroute2 costs ~250 ms to
+import); the calls are synchronous, so async callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from engine.egress import Egress
 from engine.errors import AlreadyExists, Conflict, Error, InvalidArgument, NotFound, Unavailable
 from engine.ipam import DEFAULT_POOLS, Ipam, Pool, SubnetConfig
 from engine.layout import Layout
+from engine.rtnl import Rtnl
 from engine.store import Store, dumps, loads
 
 DEFAULT_NETWORK = "bridge"
@@ -129,48 +138,30 @@ def mac_for(ip: IPv4Address) -> str:
 
 def host_networks() -> list[IPv4Network]:
     """Every IPv4 subnet the host already uses: its addresses and its routes (not default)."""
-    from pyroute2 import IPRoute
-
-    found: set[IPv4Network] = set()
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=socket.AF_INET):
-            found.add(IPv4Network(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}",
-                                  strict=False))
-        for msg in ipr.get_routes(family=socket.AF_INET):
-            dst = msg.get("RTA_DST")
-            if dst and msg["dst_len"] > 0:
-                found.add(IPv4Network(f"{dst}/{msg['dst_len']}", strict=False))
-    return sorted(found)
+    with Rtnl() as rt:
+        return sorted(rt.ipv4_networks())
 
 
-def _iproute(path: str | None = None):
-    """An IPRoute on the host, or inside the namespace at `path`."""
-    from pyroute2 import IPRoute
-
+def _rtnl(path: str | None = None) -> Rtnl:
+    """A netlink client on the host, or inside the namespace at `path`."""
     if path is None:
-        return IPRoute()
-    sock = netns.socket_in(path, socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-    return IPRoute(fileno=sock.detach())
-
-
-def _index(ipr, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+        return Rtnl()
+    return Rtnl(netns.socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                0))
 
 
 def _delete_link(ifname: str) -> None:
-    with _iproute() as ipr:
-        index = _index(ipr, ifname)
-        if index is not None:
-            try:
-                ipr.link("del", index=index)
-            except Exception as exc:  # the peer's namespace may be going away at the same time
-                if getattr(exc, "code", None) != errno.ENODEV:
-                    raise
+    """Deletes a host link by name (idempotent; also when its peer's namespace is going away
+    at the same time)."""
+    try:
+        with _rtnl() as rt:
+            rt.delete_link(ifname)
+    except OSError as exc:
+        raise _netlink_error(exc, f"deleting {ifname}") from None
 
 
 def _netlink_error(exc: Exception, what: str) -> Error:
-    code = getattr(exc, "code", None)
+    code = getattr(exc, "errno", None)
     message = os.strerror(code) if isinstance(code, int) else str(exc)
     if code == errno.EEXIST:
         return Conflict(f"{what}: {message}")
@@ -308,35 +299,67 @@ class Networks:
             raise InvalidArgument(f"bridge name {bridge!r} is not valid (at most 15 of "
                                   "[a-zA-Z0-9_.-])")
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with self._host_lock(), self.store.tx() as conn:
-            if conn.execute("SELECT 1 FROM networks WHERE name = ?", (name,)).fetchone():
-                raise AlreadyExists(f"network {name!r} already exists")
-            config = self.ipam.reserve(network_id, name, subnet=subnet, gateway=gateway,
-                                       ip_range=ip_range,
-                                       host_networks=() if subnet else host_networks())
-            conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (network_id, name, "bridge", created, int(internal), int(attachable),
-                          dumps(dict(labels or {})), dumps(opts), bridge, mtu))
-            _make_bridge(bridge, config, mtu)  # last: the transaction commits right after
-        try:
-            self.egress.add(network_id, bridge, config.subnet, internal=internal,
-                            masquerade=opts.get(MASQUERADE_OPTION, "true") != "false")
-            self.dns.add_network(network_id, name, str(config.gateway))
-        except BaseException:
-            self._teardown(network_id, bridge)
-            raise
+        # The lock covers the whole creation, so that nobody takes a network being made
+        # for one left unfinished by a killed command.
+        with self._host_lock():
+            self._drop_unfinished(name)
+            # Read before the write transaction: other writers (container creates) must not
+            # wait for the kernel while we hold the database.
+            taken = () if subnet else host_networks()
+            with self.store.tx() as conn:
+                if conn.execute("SELECT 1 FROM networks WHERE name = ?", (name,)).fetchone():
+                    raise AlreadyExists(f"network {name!r} already exists")
+                config = self.ipam.reserve(network_id, name, subnet=subnet, gateway=gateway,
+                                           ip_range=ip_range, host_networks=taken)
+                conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (network_id, name, "bridge", created, int(internal),
+                              int(attachable), dumps(dict(labels or {})), dumps(opts), bridge,
+                              mtu))
+                _make_bridge(bridge, config, mtu)  # last: the transaction commits right after
+            try:
+                self.egress.add(network_id, bridge, config.subnet, internal=internal,
+                                masquerade=opts.get(MASQUERADE_OPTION, "true") != "false")
+                self.dns.add_network(network_id, name, str(config.gateway))  # "complete"
+            except BaseException:
+                self._teardown(network_id, bridge)
+                raise
         return self.get(network_id)
 
-    def _restore(self, net: Network) -> None:
-        """Brings back the kernel side of a recorded network whose bridge is gone (the host
-        rebooted, or someone deleted it): bridge, firewall rules, resolver."""
-        with self._host_lock():
-            if not Path(f"/sys/class/net/{net.bridge}").exists():
+    def complete(self, net: Network) -> bool:
+        """False for a network whose creation was killed before its DNS row was written."""
+        return bool(self.store.query("SELECT 1 FROM dns_networks WHERE network_id = ?",
+                                     (net.id,)))
+
+    def _drop_unfinished(self, name: str) -> None:
+        """Removes a network of this name whose creation never finished (and that nothing
+        uses), so that creating it again succeeds with the caller's settings."""
+        try:
+            net = self.get(name)
+        except NotFound:
+            return
+        if self.complete(net):
+            return
+        self._drop_stale(net)
+        if not self.endpoints(network=net.id):
+            self._teardown(net.id, net.bridge)
+
+    def _repair(self, net: Network) -> None:
+        """Brings back what a recorded network lacks: its bridge (the host rebooted, or
+        someone deleted it), and after an unfinished create its firewall rules and DNS."""
+        def bridge_gone() -> bool:
+            return not Path(f"/sys/class/net/{net.bridge}").exists()
+
+        if not bridge_gone() and self.complete(net):
+            return
+        with self._host_lock():  # a creation in progress finishes first
+            gone = bridge_gone()
+            if gone:
                 _make_bridge(net.bridge, self.ipam.config(net.id), net.mtu)
-        self.egress.remove(net.id)
-        self.egress.add(net.id, net.bridge, net.subnet, internal=net.internal,
-                        masquerade=net.options.get(MASQUERADE_OPTION, "true") != "false")
-        self.dns.publish()
+            if gone or not self.complete(net):
+                self.egress.remove(net.id)
+                self.egress.add(net.id, net.bridge, net.subnet, internal=net.internal,
+                                masquerade=net.options.get(MASQUERADE_OPTION, "true") != "false")
+                self.dns.add_network(net.id, net.name, str(net.gateway))
 
     def remove_network(self, ref: str) -> None:
         """Removes a network with no live endpoints: bridge, leases, firewall rules, names
@@ -352,13 +375,26 @@ class Networks:
         self._teardown(net.id, net.bridge)
 
     def _teardown(self, network_id: str, bridge: str) -> None:
+        """Names, firewall rules, bridge, and the record last: killed half-way, the record
+        is still there (marked unfinished) for the next removal to finish."""
+        self.dns.remove_network(network_id)
+        self.egress.remove(network_id)
         _delete_link(bridge)
         with self.store.tx() as conn:
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ?", (network_id,))
             conn.execute("DELETE FROM networks WHERE id = ?", (network_id,))
             self.ipam.release_network(network_id)
-        self.egress.remove(network_id)
-        self.dns.remove_network(network_id)
+
+    def sweep(self) -> builtins.list[str]:
+        """Drops names and firewall rules of networks that have no record any more (left by
+        removals killed under older versions, which deleted the record first). Returns their
+        ids."""
+        rows = self.store.query("SELECT network_id FROM dns_networks WHERE network_id NOT IN "
+                                "(SELECT id FROM networks)")
+        for row in rows:
+            self.egress.remove(row["network_id"])
+            self.dns.remove_network(row["network_id"])
+        return [row["network_id"] for row in rows]
 
     def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> builtins.list[str]:
         """Removes every matching network without live endpoints; returns their names."""
@@ -409,24 +445,27 @@ class Networks:
             raise InvalidArgument(f"mac_address {mac_address!r} is not valid "
                                   "(expected xx:xx:xx:xx:xx:xx)")
         mtu = _parse_mtu(mtu) or net.mtu
-        if not Path(f"/sys/class/net/{net.bridge}").exists():
-            self._restore(net)
+        self._repair(net)
+        host_if = veth_name(net.id, container_id)
+        self._drop_leftovers(net, container_id, path)
         label = name or container_id[:12]
         ip, config = self.ipam.lease(net.id, container_id, ipv4_address, holder_label=label)
-        host_if = veth_name(net.id, container_id)
         mac = (mac_address or mac_for(ip)).lower()
         try:
             ifname = _plug(path, net.bridge, host_if, ip, config, mac, mtu)
-            with self.store.tx() as conn:
+            names = [name, *aliases, *dns_names, container_id[:12]]
+            # One transaction for the endpoint and its names (fewer writers queueing for the
+            # database); the publish waits until it has committed.
+            with self.dns.batch(), self.store.tx() as conn:
                 conn.execute(
                     "INSERT INTO network_endpoints (network_id, container_id, name, netns, "
                     "ifname, host_ifname, ipv4, mac, aliases, gw_priority) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (net.id, container_id, name, path, ifname, host_if, str(ip), mac,
                      dumps(list(aliases)), int(gw_priority)))
+                self.dns.register(net.id, container_id, names, str(ip), links=links,
+                                  upstreams=dns)
             self._route(path)
-            names = [name, *aliases, *dns_names, container_id[:12]]
-            self.dns.register(net.id, container_id, names, str(ip), links=links, upstreams=dns)
         except BaseException:
             self._unplug(net.id, container_id, host_if, path)
             raise
@@ -446,19 +485,54 @@ class Networks:
         self._unplug(net.id, container_id, rows[0]["host_ifname"], rows[0]["netns"])
 
     def disconnect_all(self, container_id: str) -> None:
-        """Detaches the container from every network (container removal)."""
-        for ep in self.endpoints(container_id=container_id):
-            self._unplug(ep.network_id, container_id, ep.host_ifname, ep.netns)
+        """Detaches the container from every network (container release and removal),
+        including what a connect killed half-way left: a lease, names, a host veth."""
+        held = {r["network_id"] for r in self.store.query(
+            "SELECT network_id FROM network_endpoints WHERE container_id = ? UNION "
+            "SELECT network_id FROM ipam_leases WHERE holder = ? UNION "
+            "SELECT network_id FROM dns_endpoints WHERE container_id = ?",
+            (container_id, container_id, container_id))}
+        for network_id in held:
+            rows = self.store.query("SELECT host_ifname FROM network_endpoints WHERE "
+                                    "network_id = ? AND container_id = ?",
+                                    (network_id, container_id))
+            host_if = rows[0]["host_ifname"] if rows else veth_name(network_id, container_id)
+            # No re-routing: every endpoint of the namespace goes, and routes die with links.
+            self._unplug(network_id, container_id, host_if, None)
 
-    def _unplug(self, network_id: str, container_id: str, host_if: str, path: str) -> None:
-        self.dns.unregister(network_id, container_id)
+    def _drop_leftovers(self, net: Network, container_id: str, path: str) -> None:
+        """Before a connect: what an earlier connect of this container to `net` left. A live
+        endpoint in the same namespace is a real double connect (AlreadyExists)."""
+        rows = self.store.query("SELECT * FROM network_endpoints WHERE network_id = ? AND "
+                                "container_id = ?", (net.id, container_id))
+        if rows:
+            if rows[0]["netns"] == path and netns.exists(path):
+                raise AlreadyExists(f"container {container_id[:12]} is already connected to "
+                                    f"network {net.name!r}")
+            old = rows[0]["netns"]
+            self._unplug(net.id, container_id, rows[0]["host_ifname"],
+                         old if netns.exists(old) else None)
+            return
+        host_if = veth_name(net.id, container_id)
+        partial = Path(f"/sys/class/net/{host_if}").exists() or self.store.query(
+            "SELECT 1 FROM ipam_leases WHERE network_id = ? AND holder = ? UNION "
+            "SELECT 1 FROM dns_endpoints WHERE network_id = ? AND container_id = ?",
+            (net.id, container_id, net.id, container_id))
+        if partial:
+            self._unplug(net.id, container_id, host_if, None)
+
+    def _unplug(self, network_id: str, container_id: str, host_if: str,
+                reroute: str | None) -> None:
+        """Veth, then names, endpoint row and lease in one transaction (each step
+        idempotent); then the default route of the namespace at `reroute`, when it lives on."""
         _delete_link(host_if)  # takes the peer inside the namespace with it
-        with self.store.tx() as conn:
+        with self.dns.batch(), self.store.tx() as conn:
+            self.dns.unregister(network_id, container_id)
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ? AND "
                          "container_id = ?", (network_id, container_id))
             self.ipam.release(network_id, container_id)
-        if netns.exists(path):
-            self._route(path)
+        if reroute is not None and netns.exists(reroute):
+            self._route(reroute)
 
     def _route(self, path: str) -> None:
         """Points the namespace's default route at its best non-internal network."""
@@ -466,43 +540,43 @@ class Networks:
             "SELECT e.ifname, e.network_id FROM network_endpoints e JOIN networks n "
             "ON n.id = e.network_id WHERE e.netns = ? AND n.internal = 0 "
             "ORDER BY e.gw_priority DESC, e.seq", (path,))
-        with _iproute(path) as ipr:
+        with _rtnl(path) as rt:
             if not rows:
                 try:
-                    ipr.route("del", dst="0.0.0.0/0")
-                except Exception as exc:
-                    if getattr(exc, "code", None) not in (errno.ESRCH, errno.ENOENT):
-                        raise _netlink_error(exc, "removing the default route") from None
+                    rt.delete_default_route()
+                except OSError as exc:
+                    raise _netlink_error(exc, "removing the default route") from None
                 return
             best = rows[0]
             gateway = self.ipam.config(best["network_id"]).gateway
-            index = _index(ipr, best["ifname"])
             try:
-                ipr.route("replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
-            except Exception as exc:
+                index = rt.index(best["ifname"])
+                if index is None:
+                    raise OSError(errno.ENODEV, f"{best['ifname']} is missing")
+                rt.replace_default_route(gateway, index)
+            except OSError as exc:
                 raise _netlink_error(exc, f"default route via {gateway}") from None
 
 
 # ---------------------------------------------------------------------- kernel steps
 
 def _make_bridge(bridge: str, config: SubnetConfig, mtu: int | None) -> None:
-    with _iproute() as ipr:
-        if _index(ipr, bridge) is not None:
+    with _rtnl() as rt:
+        if rt.index(bridge) is not None:
             raise Conflict(f"a network interface named {bridge!r} already exists")
         try:
             # A fixed MAC: otherwise the bridge takes the lowest MAC of its ports, which
             # changes as containers come and go and leaves stale ARP entries for the gateway.
-            ipr.link("add", ifname=bridge, kind="bridge", address=mac_for(config.gateway),
-                     **({"mtu": mtu} if mtu else {}))
-        except Exception as exc:
+            rt.add_bridge(bridge, mac_for(config.gateway), mtu)
+        except OSError as exc:
             raise _netlink_error(exc, f"creating bridge {bridge}") from None
         try:
-            index = _index(ipr, bridge)
-            ipr.addr("add", index=index, address=str(config.gateway),
-                     prefixlen=config.subnet.prefixlen)
-            ipr.link("set", index=index, state="up")
-        except Exception as exc:
-            ipr.link("del", ifname=bridge)
+            index = rt.index(bridge)
+            assert index is not None
+            rt.add_address(index, config.gateway, config.subnet.prefixlen)
+            rt.set_link(index, up=True)
+        except OSError as exc:
+            rt.delete_link(bridge)
             raise _netlink_error(exc, f"configuring bridge {bridge}") from None
 
 
@@ -510,32 +584,34 @@ def _plug(path: str, bridge: str, host_if: str, ip: IPv4Address, config: SubnetC
           mac: str, mtu: int | None) -> str:
     """Creates the veth pair with its inner end already in the namespace and configures both
     ends; returns the inner interface name."""
-    with _iproute(path) as inner:
-        taken = {link.get("IFLA_IFNAME") for link in inner.get_links()}
+    with _rtnl(path) as inner:
+        taken = inner.links()
         ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
-        extra = {"mtu": mtu} if mtu else {}
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        with _iproute() as ipr:
-            bridge_index = _index(ipr, bridge)
+        with _rtnl() as rt:
+            bridge_index = rt.index(bridge)
             if bridge_index is None:
+                os.close(fd)
                 raise Unavailable(f"bridge {bridge} is missing (remove and recreate the network)")
             try:
-                ipr.link("add", ifname=host_if, kind="veth", **extra,
-                         peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, **extra})
-            except Exception as exc:
+                rt.add_veth(host_if, ifname, fd, mac, mtu)
+            except OSError as exc:
                 raise _netlink_error(exc, f"creating veth {host_if}") from None
             finally:
                 os.close(fd)
             try:
-                ipr.link("set", index=_index(ipr, host_if), master=bridge_index, state="up")
-            except Exception as exc:
+                index = rt.index(host_if)
+                assert index is not None
+                rt.set_link(index, up=True, master=bridge_index)
+            except OSError as exc:
                 raise _netlink_error(exc, f"attaching {host_if} to {bridge}") from None
         try:
-            index = _index(inner, ifname)
-            inner.addr("add", index=index, address=str(ip), prefixlen=config.subnet.prefixlen)
-            inner.link("set", index=index, state="up")
-            inner.link("set", index=_index(inner, "lo"), state="up")
-        except Exception as exc:
+            index = inner.index(ifname)
+            assert index is not None
+            inner.add_address(index, ip, config.subnet.prefixlen)
+            inner.set_link(index, up=True)
+            inner.set_link(taken["lo"], up=True)
+        except OSError as exc:
             raise _netlink_error(exc, f"configuring {ifname}") from None
     return ifname
 

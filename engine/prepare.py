@@ -10,6 +10,10 @@ cleaned by the next stop or remove):
   3b. ports    published host ports bound (held until the shim takes them), ports.json
   4. etc       /etc/hostname, /etc/hosts, /etc/resolv.conf in the container dir
   5. spec      config.json from the request + the image config (user resolved in the rootfs)
+
+Before step 1 a marker file (`prepared`) is written, and `release()` removes it last; so
+`release()` of a container that holds nothing (never started, or already released) costs
+a few file checks, not a round of store transactions.
 """
 
 from __future__ import annotations
@@ -43,9 +47,13 @@ def rootfs_dir(container: Container) -> Path:
     return container.directory / "rootfs"
 
 
+MARKER = "prepared"
+
+
 def bundle(engine: Engine, container: Container) -> None:
     from engine import snapshots
 
+    (container.directory / MARKER).touch()
     image_config = engine.images.config(container.image_id)
     layers = engine.images.layer_dirs(container.image_id)
     rootfs = snapshots.mount_rootfs(container.directory, layers)
@@ -56,15 +64,28 @@ def bundle(engine: Engine, container: Container) -> None:
     _write_spec(container, image_config, rootfs, mounts, network_path, etc)
 
 
+def holds_anything(engine: Engine, container: Container) -> bool:
+    """Whether a bundle (or part of one) may exist: the marker, or (from engines before the
+    marker) a namespace file or a mounted rootfs."""
+    from engine import netns, snapshots
+
+    return ((container.directory / MARKER).exists()
+            or netns.path_of(engine.layout, container.id[:32]).exists()
+            or snapshots.is_mounted(rootfs_dir(container)))
+
+
 def release(engine: Engine, container: Container) -> None:
     from engine import snapshots
 
+    if not holds_anything(engine, container):
+        return
     _release_ports(engine, container)
     _release_network(engine, container)
     for volume in container.volumes:
         if volume:
             engine.volumes.unmount_if_unused(volume, exclude=container.name)
     snapshots.unmount_rootfs(container.directory)
+    (container.directory / MARKER).unlink(missing_ok=True)
 
 
 # ---- 2. volumes ------------------------------------------------------------------------------
@@ -138,15 +159,18 @@ def _network(engine: Engine, container: Container) -> tuple[str | None, list[str
     ips: list[str] = []
     gateway = None
     hostname = request.config.hostname
-    for attachment in attachments:
-        endpoint = engine.networks.connect(
-            attachment.network, container.id, str(path), container_name=container.name,
-            aliases=attachment.aliases, ipv4_address=attachment.ipv4_address,
-            mac_address=attachment.mac_address, gw_priority=attachment.priority,
-            dns_names=[hostname] if hostname else [],
-            links={alias: target for target, alias in attachment.links}, dns=request.dns)
-        ips.append(str(endpoint.ipv4))
-        gateway = gateway or str(endpoint.gateway)
+    # One DNS publish for all attachments, done before the process starts: its names resolve
+    # as soon as it runs.
+    with engine.networks.dns.batch():
+        for attachment in attachments:
+            endpoint = engine.networks.connect(
+                attachment.network, container.id, str(path), container_name=container.name,
+                aliases=attachment.aliases, ipv4_address=attachment.ipv4_address,
+                mac_address=attachment.mac_address, gw_priority=attachment.priority,
+                dns_names=[hostname] if hostname else [],
+                links={alias: target for target, alias in attachment.links}, dns=request.dns)
+            ips.append(str(endpoint.ipv4))
+            gateway = gateway or str(endpoint.gateway)
     return str(path), ips, gateway
 
 
@@ -157,7 +181,8 @@ def _release_network(engine: Engine, container: Container) -> None:
     if mode in ("host", "none") or mode.startswith("container:"):
         return
     path = netns.path_of(engine.layout, container.id[:32])
-    engine.networks.disconnect_all(container.id)
+    with engine.networks.dns.batch():
+        engine.networks.disconnect_all(container.id)
     if netns.exists(path):
         netns.delete(path, engine.layout)
 

@@ -195,6 +195,8 @@ def _filters(items: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
 
 
 def _ls(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
+    from compose.commands.ps import truncated
+
     labels, other = _filters(args.filter)
     rows = []
     for container in engine.containers.list(labels):
@@ -220,9 +222,7 @@ def _ls(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
     table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for container, state in rows:
         summary = _summary(container, state, engine)
-        command = summary["Command"]
-        if not args.no_trunc and len(command) > 22:
-            command = command[:19] + "..."
+        command = summary["Command"] if args.no_trunc else truncated(summary["Command"])
         table.append((container.id if args.no_trunc else container.short_id, container.image,
                       f'"{command}"', summary["RunningFor"], summary["Status"],
                       summary["Ports"], container.name))
@@ -233,8 +233,7 @@ def _ls(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
 def _summary(container: Container, state: Any, engine: Engine) -> dict[str, Any]:
     from compose.commands import humanize
 
-    config = container.request.config
-    command = " ".join([*(config.entrypoint or ()), *(config.cmd or ())])
+    command = " ".join(_command(container, engine))
     return {
         "ID": container.id, "Names": container.name, "Image": container.image,
         "Command": command, "CreatedAt": humanize.iso(container.created),
@@ -243,6 +242,24 @@ def _summary(container: Container, state: Any, engine: Engine) -> dict[str, Any]
         "Ports": ", ".join(f"{p.host}->{p.container_port}/{p.protocol}"
                           for p in engine.containers.published_ports(container)),
     }
+
+
+def _command(container: Container, engine: Engine) -> list[str]:
+    """The container's effective argv: its entrypoint and cmd merged with the image's, as
+    Docker shows it (the request's alone when the image's config is gone)."""
+    from compose.commands.ps import effective_command, image_command_config
+
+    config = container.request.config
+    image_config = image_command_config(str(engine.layout.blobs), container.image_id)
+    return effective_command(None if config.entrypoint is None else list(config.entrypoint),
+                             None if config.cmd is None else list(config.cmd), image_config)
+
+
+def _health(health: Any) -> dict[str, Any]:
+    """The health block in Docker's shape (State.Health of `docker inspect`)."""
+    return {"Status": health.status, "FailingStreak": health.failing_streak,
+            "Log": [{"Start": r.start, "End": r.end, "ExitCode": r.exit_code,
+                     "Output": r.output} for r in health.log]}
 
 
 def _print_table(ctx: Context, rows: list[tuple[str, ...]]) -> None:
@@ -261,18 +278,19 @@ def _inspect(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
         container = engine.containers.get(name)
         state = engine.containers.state(container)
         config = container.request.config
+        argv = _command(container, engine)
         out.append({
             "Id": container.id,
             "Created": humanize.iso(container.created),
-            "Path": (list(config.entrypoint or ()) + list(config.cmd or ()) or [""])[0],
-            "Args": (list(config.entrypoint or ()) + list(config.cmd or ()))[1:],
+            "Path": (argv or [""])[0],
+            "Args": argv[1:],
             "State": {
                 "Status": state.status, "Running": state.status == "running",
                 "Paused": state.status == "paused",
                 "Restarting": state.status == "restarting", "Dead": state.status == "dead",
                 "Pid": state.pid, "ExitCode": state.exit_code, "Error": state.error,
                 "StartedAt": state.started_at, "FinishedAt": state.finished_at,
-                **({"Health": to_dict(state.health)} if state.health else {}),
+                **({"Health": _health(state.health)} if state.health else {}),
             },
             "Image": container.image_id,
             "Name": "/" + container.name,

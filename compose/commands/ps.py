@@ -4,7 +4,9 @@ Fast by design (the goal is under 100 ms for a 20-service stack): the project's 
 it needs, found without the YAML parser in the common cases (`project.quick_project_name`),
 and the containers are read straight from the engine's records and state files, without
 building the engine's typed container objects (whose modules cost more to import than all
-of `ps`). Named services are checked against the loaded project.
+of `ps`). The COMMAND column is the effective command, as Docker shows it: the request's
+entrypoint and cmd merged with the image's (its config blob, read once per image). Named
+services are checked against the loaded project.
 """
 
 from __future__ import annotations
@@ -94,6 +96,34 @@ def _state(directory: str) -> State:
                  d.get("finished_at", ""), Health(health["status"]) if health else None)
 
 
+def effective_command(entrypoint: list[str] | None, cmd: list[str] | None,
+                      image_config: dict[str, Any]) -> list[str]:
+    """The argv a container runs: Docker's merge, as engine.spec.command does it (that
+    module costs `ps` too much to import). An entrypoint given by the container replaces the
+    image's and drops the image's Cmd; without one, Cmd falls back to the image's; `[""]`
+    clears the entrypoint. `image_config` is the config blob's "config" object."""
+    if entrypoint == [""]:
+        return list(cmd or [])
+    if entrypoint:
+        return [*entrypoint, *(cmd or [])]
+    if not cmd:
+        cmd = image_config.get("Cmd") or []
+    image_entrypoint = (image_config.get("Entrypoint") or []) if entrypoint is None else []
+    return [*image_entrypoint, *cmd]
+
+
+def image_command_config(blobs: str, image_id: str) -> dict[str, Any]:
+    """The "config" object of the image's config blob in the content store at `blobs`
+    (empty when the blob is gone or unreadable: the request's command is all there is)."""
+    import os
+
+    try:
+        with open(os.path.join(blobs, image_id.partition(":")[2]), "rb") as f:
+            return json.load(f).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def rows(engine: Engine, project: str, services: tuple[str, ...] = ()) -> list[Row]:
     """Every container of `project` (one-offs too), by name."""
     import os
@@ -104,11 +134,13 @@ def rows(engine: Engine, project: str, services: tuple[str, ...] = ()) -> list[R
     store = engine.store
     try:
         records = store.query(
-            "SELECT id, name, image, created, labels, request FROM containers")
+            "SELECT id, name, image, image_id, created, labels, request FROM containers")
     except sqlite3.OperationalError:  # no container was ever created in this root
         return []
     out = []
     base = os.fspath(engine.layout.containers)
+    blobs = os.fspath(engine.layout.blobs)
+    image_configs: dict[str, dict[str, Any]] = {}
     for record in records:
         labels = json.loads(record["labels"])
         if labels.get(LABEL_PROJECT) != project:
@@ -117,7 +149,11 @@ def rows(engine: Engine, project: str, services: tuple[str, ...] = ()) -> list[R
         if services and service not in services:
             continue
         config = json.loads(record["request"]).get("config") or {}
-        command = " ".join([*(config.get("entrypoint") or ()), *(config.get("cmd") or ())])
+        image_id = record["image_id"]
+        if image_id not in image_configs:
+            image_configs[image_id] = image_command_config(blobs, image_id)
+        command = " ".join(effective_command(config.get("entrypoint"), config.get("cmd"),
+                                             image_configs[image_id]))
         state = _state(os.path.join(base, record["id"]))
         ports: tuple[Port, ...] = ()
         if state.status in ACTIVE:
@@ -197,14 +233,17 @@ def summary(project: str, row: Row) -> dict[str, Any]:
     }
 
 
+def truncated(command: str, width: int = 20) -> str:
+    """Docker's cut of a command for tables: `docker-entrypoint.s…` (20 characters)."""
+    return command if len(command) <= width else command[:width - 1] + "…"
+
+
 def print_table(ctx: Context, found: list[Row], *, truncate: bool = True) -> None:
     from compose.commands import humanize
 
     table = [("NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS")]
     for row in found:
-        command = row.command
-        if truncate and len(command) > 20:
-            command = command[:19] + "…"
+        command = truncated(row.command) if truncate else row.command
         table.append((row.name, row.image, f'"{command}"', row.service,
                       humanize.ago(row.created), humanize.status(row.state),
                       ports_text(row.ports)))

@@ -120,10 +120,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             progress.message(f"project {project.name}: everything is up to date")
         else:
             from compose import execute  # anyio: only when there is something to do
+            from compose.commands.imagebuild import registry_factory
 
             settings = execute.Settings(timeout=args.timeout, parallel=args.parallel,
                                         source_dir=source_dir, wait_timeout=args.wait_timeout,
-                                        renew_anon_volumes=args.renew_anon_volumes)
+                                        renew_anon_volumes=args.renew_anon_volumes,
+                                        registry=registry_factory(ctx),
+                                        quiet_pull=args.quiet_pull)
             outcome = execute.run(engine, project, plan, progress, settings)
             progress.close()
             if not outcome.ok:

@@ -19,7 +19,7 @@ from engine import dnsserver as wire
 from engine import netns
 from engine.dns import Dns
 from engine.layout import Layout
-from engine.networks import Networks
+from engine.networks import Networks, bridge_name, veth_name
 from engine.store import Store
 from tests.integration.test_networks import ours
 from tests.support import busybox, leaks
@@ -69,6 +69,15 @@ def env(tmp_path):
     dns = Dns(layout, store, upstreams=[upstream.address])
     nets = Networks(layout, store, dns=dns)
     made: list[Path] = []
+    created: list[str] = []  # network ids, for the links this test may leave
+    create_network = nets.create_network
+
+    def recording_create(*args, **kwargs):
+        net = create_network(*args, **kwargs)
+        created.append(net.id)
+        return net
+
+    nets.create_network = recording_create
 
     def make_ns(name: str) -> Path:
         path = netns.create(layout, name)
@@ -85,7 +94,12 @@ def env(tmp_path):
     upstream.close()
     store.close()
     shutil.rmtree(layout.run, ignore_errors=True)
-    assert ours(leaks.diff(before, leaks.snapshot()), layout, tmp_path) == {}
+    leaked = ours(leaks.diff(before, leaks.snapshot()), layout, tmp_path)
+    # Other sessions on this machine make sy* links too: only this test's names count.
+    links = {bridge_name(n) for n in created} | {veth_name(n, c) for n in created
+                                                  for c in (C1, C2, C3, C4)}
+    leaked["links"] = [name for name in leaked.get("links", []) if name in links]
+    assert {k: v for k, v in leaked.items() if v} == {}
 
 
 def query(path: Path, server: str, name: str, qtype: int = wire.TYPE_A,
@@ -201,3 +215,41 @@ def test_one_resolver_per_root_exits_with_the_last_network(env) -> None:
     assert env.dns.resolver_pid() is None
     status = Path(f"/proc/{pid}/status")
     assert not status.exists() or "zombie" in status.read_text()
+
+
+def test_a_container_on_two_networks_resolves_both_and_others_only_their_own(env) -> None:
+    """Docker's rule: a container sees the names of every network it is on, whichever of its
+    gateways it asks, and never those of a network it is not on."""
+    n1 = env.nets.create_network("n1")
+    n2 = env.nets.create_network("n2")
+    a, b, c = env.ns("a"), env.ns("b"), env.ns("c")
+    ea1 = env.nets.connect("n1", C1, a, container_name="app-a-1", dns_names=["a"])
+    ea2 = env.nets.connect("n2", C1, a, container_name="app-a-1", dns_names=["a"])
+    eb = env.nets.connect("n1", C2, b, container_name="app-b-1", dns_names=["b"])
+    ec = env.nets.connect("n2", C3, c, container_name="app-c-1", dns_names=["c"])
+    g1, g2 = str(n1.gateway), str(n2.gateway)
+    for gw in (g1, g2):  # A asks either of its gateways
+        assert query(a, gw, "b") == (wire.NOERROR, [str(eb.ipv4)])
+        assert query(a, gw, "c") == (wire.NOERROR, [str(ec.ipv4)])
+        assert query(a, gw, "app-c-1.n2", tcp=True) == (wire.NOERROR, [str(ec.ipv4)])
+    # On a name both networks hold, the network the query arrived on answers first.
+    assert query(a, g1, "a") == (wire.NOERROR, [str(ea1.ipv4)])
+    assert query(a, g2, "a") == (wire.NOERROR, [str(ea2.ipv4)])
+    q = wire.build_query(wire.reverse_name(str(ec.ipv4)), wire.TYPE_PTR, qid=7)
+    with netns.socket_in(a, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(q, (g1, 53))
+        _, _, answers = wire.parse_response(sock.recv(4096))
+    assert wire.read_name(answers[0][3], 0)[0] == "app-c-1.n2"
+    # B and C share no network: neither resolves the other, even at the other's gateway.
+    assert query(b, g1, "c") == (wire.NXDOMAIN, [])
+    assert query(b, g1, "app-c-1.n2") == (wire.NXDOMAIN, [])
+    assert query(c, g2, "b") == (wire.NXDOMAIN, [])
+    assert query(c, g1, "b") == (wire.NXDOMAIN, [])
+    assert query(b, g1, "a") == (wire.NOERROR, [str(ea1.ipv4)])
+    assert query(c, g2, "a") == (wire.NOERROR, [str(ea2.ipv4)])
+    if busybox.available():
+        assert nslookup(a, "c", g1) == [str(ec.ipv4)]
+    # Leaving n2, A stops seeing C.
+    env.nets.disconnect("n2", C1)
+    assert query(a, g1, "c") == (wire.NXDOMAIN, [])

@@ -160,7 +160,7 @@ def test_up_converges_and_down_leaves_nothing(shipyard: Shipyard,
     assert all(d["State"]["Status"] == "running" for d in first.values())
     # web started only once db was healthy, worker after web
     db_health = first["blog-db-1"]["State"]["Health"]
-    healthy_at = min(r["end"] for r in db_health["log"] if r["exit_code"] == 0)
+    healthy_at = min(r["End"] for r in db_health["Log"] if r["ExitCode"] == 0)
     assert first["blog-web-1"]["State"]["StartedAt"] >= healthy_at
     assert first["blog-worker-1"]["State"]["StartedAt"] >= first["blog-web-1"]["State"][
         "StartedAt"]

@@ -39,10 +39,13 @@ def _netns() -> frozenset[str]:
 
 
 def _cgroups() -> frozenset[str]:
+    """Cgroups under a `shipyard*` directory: where the engine puts containers and build
+    steps (the machine's own agents create and drop cgroups of their own meanwhile)."""
     found: set[str] = set()
     for root in CGROUP_ROOTS:
         for dirpath, _dirnames, _ in os.walk(root):
-            found.add(dirpath)
+            if "/shipyard" in dirpath:
+                found.add(dirpath)
     return frozenset(found)
 
 
