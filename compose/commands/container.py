@@ -91,21 +91,31 @@ def _create(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
 
 def _run(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
     from compose.commands.container_args import create_request
-    from engine.runtime import launch
 
     container = engine.containers.create(create_request(args, ctx.environ, ctx.cwd))
+    return start_attached(ctx, engine, container, detach=args.detach, remove=args.rm,
+                          detached_output=container.id)
+
+
+def start_attached(ctx: Context, engine: Engine, container: Container, *, detach: bool,
+                   remove: bool, detached_output: str) -> int:
+    """Starts a just-created container (removing it if the start fails). Detached: prints
+    `detached_output`; otherwise streams its output until it exits, returns its exit code,
+    and with `remove` removes it and its anonymous volumes."""
+    from engine.runtime import launch
+
     try:
         engine.containers.start(container)
     except BaseException:
         engine.containers.remove(container, force=True, volumes=True)
         raise
-    if args.detach:
-        print(container.id, file=ctx.stdout)
+    if detach:
+        print(detached_output, file=ctx.stdout)
         return 0
     _print_logs(ctx, container, follow=True, tail=None, timestamps=False)
     code = launch.wait(str(container.directory))
     engine.containers.release(container)
-    if args.rm:
+    if remove:
         engine.containers.remove(container, volumes=True)
     return code
 

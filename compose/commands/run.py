@@ -172,10 +172,9 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from compose import translate
-    from compose.commands.container import _print_logs
+    from compose.commands.container import start_attached
     from compose.project import load_project
     from engine.errors import NotFound
-    from engine.runtime import launch
 
     project = load_project(args, ctx, (args.service,))
     if args.service not in project.services:
@@ -184,17 +183,5 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     source_dir = bring_up(ctx, args, engine, project, args.service)
     name = args.name or translate.oneoff_name(project, args.service, secrets.token_hex(6))
     container = engine.containers.create(build_request(args, ctx, project, name, source_dir))
-    try:
-        engine.containers.start(container)
-    except BaseException:
-        engine.containers.remove(container, force=True, volumes=True)
-        raise
-    if args.detach:
-        print(container.name, file=ctx.stdout)
-        return 0
-    _print_logs(ctx, container, follow=True, tail=None, timestamps=False)
-    code = launch.wait(str(container.directory))
-    engine.containers.release(container)
-    if args.rm:
-        engine.containers.remove(container, volumes=True)
-    return code
+    return start_attached(ctx, engine, container, detach=args.detach, remove=args.rm,
+                          detached_output=container.name)

@@ -11,26 +11,18 @@ import json
 import tarfile
 import time
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from compose.cli import main
 from engine import buildrun
 from tests.support import busybox, leaks
+from tests.support.cli import Shipyard as _Runner
 
 pytestmark = pytest.mark.skipif(not busybox.available(), reason="busybox-static is missing")
 
 
-class Shipyard:
-    def __call__(self, *argv: str, ok: bool = True) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(list(argv))
-        if ok:
-            assert code == 0, f"shipyard {' '.join(argv)} -> {code}: {err.getvalue()}"
-        return code, out.getvalue(), err.getvalue()
+class Shipyard(_Runner):
 
     def config(self, image: str) -> dict:
         return json.loads(self("image", "inspect", image)[1])[0]

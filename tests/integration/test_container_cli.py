@@ -3,43 +3,27 @@ stop, restart policy, healthcheck, networks by name, named volumes, remove, noth
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from compose.cli import main
 from tests.support import busybox, leaks
+from tests.support.cli import Shipyard as _Runner
+from tests.support.cli import wait_for as _wait_for
 
 pytestmark = pytest.mark.skipif(not busybox.available(), reason="busybox-static is missing")
 
 
-class Shipyard:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, *argv: str, ok: bool = True) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(list(argv))
-        if ok:
-            assert code == 0, f"shipyard {' '.join(argv)} -> {code}: {err.getvalue()}"
-        return code, out.getvalue(), err.getvalue()
+class Shipyard(_Runner):
 
     def status(self, name: str) -> dict:
         _, out, _ = self("container", "inspect", name)
         return json.loads(out)[0]["State"]
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture

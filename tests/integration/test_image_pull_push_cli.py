@@ -5,40 +5,23 @@ log in with the token flow, push to a private repository, log out."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from compose.cli import main
 from tests.support import busybox, leaks
 from tests.support import registry as reg
+from tests.support.cli import Shipyard as _Runner
 
 pytestmark = pytest.mark.skipif(
     not (reg.available() and busybox.available()),
     reason="needs docker-registry, skopeo and busybox-static (the test command installs them)")
 
 
-class Shipyard:
-    def __call__(self, *argv: str, ok: bool = True, stdin: str | None = None
-                 ) -> tuple[int, str, str]:
-        import sys
-
-        out, err = io.StringIO(), io.StringIO()
-        saved = sys.stdin
-        if stdin is not None:
-            sys.stdin = io.StringIO(stdin)
-        try:
-            with redirect_stdout(out), redirect_stderr(err):
-                code = main(list(argv))
-        finally:
-            sys.stdin = saved
-        if ok:
-            assert code == 0, f"shipyard {' '.join(argv)} -> {code}: {err.getvalue()}"
-        return code, out.getvalue(), err.getvalue()
+class Shipyard(_Runner):
+    pass
 
 
 @pytest.fixture(scope="module")

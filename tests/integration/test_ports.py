@@ -6,20 +6,19 @@ ports freed on stop, and the network released when a container exits on its own.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from compose.cli import main
 from tests.support import busybox, leaks
+from tests.support.cli import Shipyard as _Runner
+from tests.support.cli import wait_for as _wait_for
 
 pytestmark = [
     pytest.mark.skipif(not busybox.available(), reason="busybox-static is missing"),
@@ -29,17 +28,7 @@ pytestmark = [
 HTTPD = "mkdir -p /www && echo hello from busybox > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-class Shipyard:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, *argv: str, ok: bool = True) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(list(argv))
-        if ok:
-            assert code == 0, f"shipyard {' '.join(argv)} -> {code}: {err.getvalue()}"
-        return code, out.getvalue(), err.getvalue()
+class Shipyard(_Runner):
 
     def port(self, name: str, private: str) -> int:
         _, out, _ = self("container", "port", name, private)
@@ -52,11 +41,6 @@ class Shipyard:
         return netns.path_of(engine.layout, engine.containers.get(name).id[:32])
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _http_get(port: int, timeout: float = 10.0) -> str:
