@@ -142,10 +142,15 @@ def _network(engine: Engine, container: Container) -> tuple[str | None, list[str
     if mode == "none":
         return None, [], None
     if mode.startswith("container:"):
+        from engine import netns
+
         other = engine.containers.get(mode.partition(":")[2])
-        path = other.directory / "netns"
-        if not path.exists():
-            raise InvalidArgument(f"container {other.name} has no network namespace running")
+        if other.request.network_mode == "host":
+            return "host", [], None
+        path = netns.path_of(engine.layout, other.id[:32])
+        if not netns.exists(path):
+            raise InvalidArgument(f"container {other.name} is not running: it has no network "
+                                  "namespace to join")
         return str(path), [], None
     attachments = request.networks
     if not attachments:

@@ -173,3 +173,21 @@ def test_ls_ps_and_inspect_show_the_command_from_the_image(shipyard: Shipyard,
         assert json.loads(out)["Command"] == f'"{full}"'
     finally:
         shipyard("-f", str(compose), "down")
+
+
+def test_network_modes_container_none_and_host(shipyard: Shipyard) -> None:
+    shipyard("network", "create", "modes")
+    shipyard("container", "run", "-d", "--name", "srv", "--network", "modes", "busybox", "sh",
+             "-c", "mkdir -p /w && echo shared-netns > /w/i && httpd -f -p 8081 -h /w")
+    # container:NAME joins srv's network namespace: srv's port is on its localhost
+    _wait_for(lambda: shipyard("container", "run", "--rm", "--network", "container:srv",
+                               "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8081/i",
+                               ok=False)[1].strip() == "shared-netns")
+    # none: only a loopback interface
+    _, out, _ = shipyard("container", "run", "--rm", "--network", "none", "busybox", "ls",
+                         "/sys/class/net")
+    assert out.split() == ["lo"]
+    # host: the host's interfaces, the bridge among them
+    _, out, _ = shipyard("container", "run", "--rm", "--network", "host", "busybox", "ls",
+                         "/sys/class/net")
+    assert any(name.startswith("sy-") for name in out.split())
