@@ -81,7 +81,17 @@ class Outcome:
 def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
         settings: Settings | None = None) -> Outcome:
     """Executes `plan` to the end (synchronously) and returns what happened."""
-    return anyio.run(execute, engine, project, plan, progress, settings or Settings())
+    if sum(n.kind == "container" and n.action in STARTS for n in plan.nodes) < 2:
+        return anyio.run(execute, engine, project, plan, progress, settings or Settings())
+    from engine.runtime import launch
+
+    # Several containers start: one fork server forks their shims (~1 ms each) instead of
+    # a fresh interpreter per shim (~35 ms of CPU each).
+    with launch.forkserver():
+        return anyio.run(execute, engine, project, plan, progress, settings or Settings())
+
+
+STARTS = ("start", "restart", "refresh")
 
 
 async def execute(engine: Engine, project: Project | None, plan: Plan, progress: Progress,

@@ -69,9 +69,12 @@ def holds_anything(engine: Engine, container: Container) -> bool:
     marker) a namespace file or a mounted rootfs."""
     from engine import netns, snapshots
 
+    rootfs = rootfs_dir(container)
+    # A missing rootfs directory cannot be a mount point: no need to scan the mount table
+    # (the common case: a container's first start).
     return ((container.directory / MARKER).exists()
             or netns.path_of(engine.layout, container.id[:32]).exists()
-            or snapshots.is_mounted(rootfs_dir(container)))
+            or (rootfs.exists() and snapshots.is_mounted(rootfs)))
 
 
 def release(engine: Engine, container: Container) -> None:

@@ -16,6 +16,7 @@ import signal as signals
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ NSEXEC = HERE / "nsexec.py"
 # Imported rather than run as a script: a script is compiled from source on every start
 # (no .pyc for __main__), which costs time and leaves ~2 MB of compiler garbage in each shim.
 SHIM_MAIN = f"import sys; sys.path[:0] = [{str(HERE)!r}]; import shim; shim.main()"
+# The fork server imports what each shim (syscalls) and its init child would import anyway:
+# the children share it instead of each building its own.
+FORKSERVER_MAIN = (f"import sys; sys.path[:0] = [{str(HERE)!r}]; "
+                   "import shim, syscalls, init, forkserver; "
+                   "forkserver.serve(int(sys.argv[-1]), float(sys.argv[-2]))")
 # What `delete` removes: the run's leftovers. The bundle (config.json, shim.json, /etc
 # files) and the log stay; the engine owns the directory and removes it with the container.
 RUN_FILES = ("state.json", "ctl.sock", "shim.log")
@@ -147,17 +153,22 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     if current.get("status") in st.ACTIVE and st.alive(current.get("shim_pid"),
                                                        current.get("shim_start")):
         raise Conflict(f"container {current.get('id', '')[:12]} is already running")
-    r, w = os.pipe()
+    r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        proc = subprocess.Popen(
-            # shim.py's path rides along in argv so `ps` (and leak checks) can tell shims
-            [sys.executable, "-I", "-S", "-c", SHIM_MAIN, str(SHIM), path, str(w)],
-            pass_fds=(w,),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True)
+        server = _forkserver
+        if server is None or not server.spawn(path, w):
+            proc = subprocess.Popen(
+                # shim.py's path rides along in argv so `ps` (and leak checks) can tell shims
+                [sys.executable, "-I", "-S", "-c", SHIM_MAIN, str(SHIM), path, str(w)],
+                pass_fds=(w,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+            proc.wait()  # the first process forks the shim and exits at once
+    except OSError as e:
+        os.close(r)
+        raise StartError(f"container shim failed to start: {e}") from None
     finally:
         os.close(w)
-    proc.wait()  # the first process forks the shim and exits at once
     with os.fdopen(r, "rb") as f:
         raw = f.readline()
     if not raw:
@@ -167,6 +178,41 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     if reply.get("error"):  # type: ignore[union-attr]
         raise StartError(reply["error"])  # type: ignore[index]
     return state(path)
+
+
+_forkserver = None   # forkserver.Client while a `forkserver()` scope is open
+_forkserver_users = 0
+_forkserver_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def forkserver(idle: float | None = None) -> Iterator[None]:
+    """Within this scope (from any thread), `start` has one fork server fork the shims
+    instead of starting a fresh interpreter for each: for commands that start several
+    containers. The server starts now (it boots while the caller goes on) and ends with
+    the outermost scope, or after `idle` seconds without a request (starts then go back
+    to fresh interpreters)."""
+    global _forkserver, _forkserver_users
+    from engine.runtime.forkserver import IDLE, Client
+
+    with _forkserver_lock:
+        if _forkserver_users == 0:
+            try:
+                _forkserver = Client(FORKSERVER_MAIN, str(SHIM),
+                                     IDLE if idle is None else idle)
+            except OSError:
+                _forkserver = None  # starts fall back to fresh shims
+        _forkserver_users += 1
+    try:
+        yield
+    finally:
+        with _forkserver_lock:
+            _forkserver_users -= 1
+            server = _forkserver if _forkserver_users == 0 else None
+            if server is not None:
+                _forkserver = None
+        if server is not None:
+            server.close()
 
 
 def _tail(file: str, lines: int = 3) -> str:

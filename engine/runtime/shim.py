@@ -1,7 +1,8 @@
 """The per-container monitor ("shim"). Stdlib only; imports its siblings by path.
 
 Started by `launch.start` as `python -I -S -c "...import shim; shim.main()" <path of
-shim.py> <container dir> <status fd>` (imported, so its cached bytecode is used). It forks
+shim.py> <container dir> <status fd>` (imported, so its cached bytecode is used), or forked
+by a fork server (forkserver.py) that calls `start` in a fresh session. It forks
 once more so it outlives the caller (own session, SIGHUP ignored, cwd = container dir) and:
   - reads config.json (OCI spec) and shim.json (restart, healthcheck, stop signal, stdio);
   - creates the cgroup and applies limits, then forks init's stage 1 at once and has a
@@ -593,7 +594,13 @@ def daemonize(container_dir: str) -> None:
 
 
 def main() -> None:
-    container_dir, status_fd = sys.argv[-2], int(sys.argv[-1])
+    start(sys.argv[-2], int(sys.argv[-1]))
+
+
+def start(container_dir: str, status_fd: int) -> None:
+    """The shim's life, from a fresh interpreter (`main`) or a fork server's child: forks
+    once more to outlive the caller, starts the container, reports on `status_fd`, serves
+    until the container stopped for good. Returns in the monitor when it is all over."""
     os.set_inheritable(status_fd, False)
     daemonize(container_dir)
     shim = None
