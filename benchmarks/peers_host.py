@@ -78,6 +78,7 @@ class HostState:
     netavark_chains: bool
     nft_tables: frozenset[str]
     cgroups: frozenset[str]
+    mounts: frozenset[str]
 
 
 def host_state() -> HostState:
@@ -88,7 +89,8 @@ def host_state() -> HostState:
     tables = sh(["nft", "list", "tables"], check=False).splitlines()
     return HostState(frozenset(os.listdir("/sys/class/net")), netns,
                      "NETAVARK" in sh(["iptables-save"], check=False),
-                     frozenset(t.strip() for t in tables if t.strip()), peer_cgroups())
+                     frozenset(t.strip() for t in tables if t.strip()), peer_cgroups(),
+                     frozenset(mounts()))
 
 
 # the parents dockerd and podman make with the cgroupfs manager, and leave behind
@@ -157,6 +159,16 @@ def restore_host(before: HostState) -> None:
         if not any(str(PEERS / d) in m for m in mounts()):
             shutil.rmtree(PEERS / d, ignore_errors=True)
     shutil.rmtree("/run/shipyard-peers-podman", ignore_errors=True)
+    # A podman run that missed the private storage.conf mounts its default graph root on
+    # itself and keeps it until reboot: take it away if this run made it.
+    for mount in sorted(set(mounts()) - before.mounts, reverse=True):
+        if mount.startswith(PODMAN_DEFAULT_STORAGE):
+            print(f"  cleanup: podman left its default storage mounted at {mount}",
+                  file=sys.stderr)
+            quiet(["umount", mount])
+
+
+PODMAN_DEFAULT_STORAGE = "/var/lib/containers/storage"
 
 
 def mounts() -> list[str]:
@@ -179,8 +191,8 @@ def leftovers(before: HostState) -> list[str]:
         if int(pid) != os.getpid() and (comm in PEER_PROGRAMS or str(PEERS) in cmdline
                                         or "peers-bench" in cmdline):
             found.append(f"process {pid} {cmdline[:100]}")
-    found += [f"mount {m}" for m in mounts()
-              if str(PEERS) in m or "shipyard-peers-podman" in m]
+    # every mount the run added, wherever it is (a peer may ignore the private config)
+    found += [f"mount {m}" for m in sorted(set(mounts()) - before.mounts)]
     after = host_state()
     found += [f"link {link}" for link in after.links - before.links
               if link == "docker0" or link.startswith(("br-", "podman", "veth"))]
