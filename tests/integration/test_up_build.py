@@ -50,14 +50,7 @@ def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipya
     cli = Shipyard(root, project)
     cli("image", "import", str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox")
     yield cli
-    cli("down", "-v", "-t", "0", "--remove-orphans", ok=False)
-    _, out, _ = cli("container", "ls", "-a", "-q", "--no-trunc")
-    for container in out.split():
-        cli("container", "rm", "-f", "-v", container, ok=False)
-    _, out, _ = cli("network", "ls", "-q")
-    for network in out.split():
-        cli("network", "rm", network, ok=False)
-    assert cli.ids.owned(leaks.diff(before, leaks.snapshot())) == {}
+    cli.tear_down(before)
 
 
 def image_id(shipyard: Shipyard, ref: str) -> str:

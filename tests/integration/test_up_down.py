@@ -5,17 +5,15 @@ a failing dependency holding back its dependents, and `down` leaving nothing."""
 
 from __future__ import annotations
 
-import io
 import json
 import textwrap
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from compose.cli import main
 from tests.support import busybox, leaks
+from tests.support.cli import Shipyard as _Runner
 
 pytestmark = pytest.mark.skipif(not busybox.available(), reason="busybox-static is missing")
 
@@ -102,21 +100,27 @@ class Ids:
         return out
 
 
-class Shipyard:
+class Shipyard(_Runner):
+    """The CLI on this test's project file, remembering the container ids it made."""
+
     def __init__(self, root: Path, project: Path) -> None:
-        self.root = root
+        super().__init__(root, ("-f", str(project / "compose.yaml")))
         self.project = project
         self.ids = Ids(root)
 
-    def __call__(self, *argv: str, ok: bool = True) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["-f", str(self.project / "compose.yaml"), *argv])
+    def __call__(self, *argv: str, ok: bool = True, **kwargs: object) -> tuple[int, str, str]:
+        result = super().__call__(*argv, ok=False, **kwargs)  # type: ignore[arg-type]
         if argv[0] in ("up", "run", "create"):
             self.ids.record()
         if ok:
-            assert code == 0, f"shipyard {' '.join(argv)} -> {code}: {err.getvalue()}"
-        return code, out.getvalue(), err.getvalue()
+            assert result[0] == 0, f"shipyard {' '.join(argv)} -> {result[0]}: {result[2]}"
+        return result
+
+    def tear_down(self, before: leaks.Snapshot) -> None:
+        """`down -v`, then whatever is left; asserts that nothing of this root leaked."""
+        self("down", "-v", "-t", "0", "--remove-orphans", ok=False)
+        self.remove_everything(ok=False)
+        assert self.ids.owned(leaks.diff(before, leaks.snapshot())) == {}
 
     def write(self, text: str) -> None:
         (self.project / "compose.yaml").write_text(text)
@@ -140,14 +144,7 @@ def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipya
     cli = Shipyard(root, project)
     cli("image", "import", str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox")
     yield cli
-    cli("down", "-v", "-t", "0", "--remove-orphans", ok=False)
-    _, out, _ = cli("container", "ls", "-a", "-q", "--no-trunc")
-    for container in out.split():
-        cli("container", "rm", "-f", "-v", container, ok=False)
-    _, out, _ = cli("network", "ls", "-q")
-    for network in out.split():
-        cli("network", "rm", network, ok=False)
-    assert cli.ids.owned(leaks.diff(before, leaks.snapshot())) == {}
+    cli.tear_down(before)
 
 
 def test_up_converges_and_down_leaves_nothing(shipyard: Shipyard,

@@ -38,11 +38,12 @@ class Shipyard:
             assert code == 0, f"shipyard {' '.join(full)} -> {code}: {err.getvalue()}"
         return code, out.getvalue(), err.getvalue()
 
-    def remove_everything(self) -> None:
-        """Every container (with its anonymous volumes) and network of this engine root."""
+    def remove_everything(self, *, ok: bool = True) -> None:
+        """Every container (with its anonymous volumes) and network of this engine root;
+        `ok=False` keeps going past a failing removal (teardown after a failed test)."""
         _, out, _ = self("container", "ls", "-a", "-q", "--no-trunc", prefix=False)
         for container in out.split():
-            self("container", "rm", "-f", "-v", container, prefix=False)
+            self("container", "rm", "-f", "-v", container, ok=ok, prefix=False)
         _, out, _ = self("network", "ls", "-q", prefix=False)
         for network in out.split():
             self("network", "rm", network, ok=False, prefix=False)
