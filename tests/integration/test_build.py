@@ -44,12 +44,7 @@ def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipya
     cli("image", "import", "-c", 'CMD ["sh"]',
         str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox:latest")
     yield cli
-    _, out, _ = cli("container", "ls", "-a", "-q", "--no-trunc")
-    for container in out.split():
-        cli("container", "rm", "-f", "-v", container)
-    _, out, _ = cli("network", "ls", "-q")
-    for network in out.split():
-        cli("network", "rm", network, ok=False)
+    cli.remove_everything()
     assert _own(leaks.diff(before, leaks.snapshot()), tmp_path) == {}
     # The build sandboxes' own cgroups (other suites may make and drop cgroups meanwhile,
     # so the machine-wide cgroup diff is not ours to judge).

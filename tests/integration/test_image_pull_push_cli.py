@@ -45,12 +45,7 @@ def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipya
     cli("image", "import", "-c", 'CMD ["sh"]',
         str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox:latest")
     yield cli
-    _, out, _ = cli("container", "ls", "-a", "-q", "--no-trunc")
-    for container in out.split():
-        cli("container", "rm", "-f", "-v", container)
-    _, out, _ = cli("network", "ls", "-q")
-    for network in out.split():
-        cli("network", "rm", network, ok=False)
+    cli.remove_everything()
     leaked = leaks.diff(before, leaks.snapshot())
     marks = (str(tmp_path), str(Layout.at(root).run))
     assert [m for m in leaked.get("mounts", []) if m.startswith(marks)] == []
