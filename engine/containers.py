@@ -188,7 +188,7 @@ class Containers:
 
         container = ref if isinstance(ref, Container) else self.get(ref)
         with self._locked(container):
-            if self.state(container).status in ("running", "paused", "restarting"):
+            if self.state(container).running:
                 return container
             # Leftovers of an earlier run, or of a start killed half-way (a namespace, leases,
             # a mounted rootfs): bundle() starts from nothing.
@@ -223,7 +223,7 @@ class Containers:
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
-        if self.state(container).status not in ("running", "paused", "restarting"):
+        if not self.state(container).running:
             raise Conflict(f"container {container.name} is not running")
         launch.kill(str(container.directory), signal)
         return container
@@ -232,7 +232,7 @@ class Containers:
         """Undoes `prepare.bundle` once the process is gone (idempotent). The runtime's
         final state stays, so `ls -a` can say how the container ended."""
         with self._locked(container):
-            if self.state(container).status in ("running", "paused", "restarting"):
+            if self.state(container).running:
                 return
             prepare.release(self.engine, container)
 
@@ -288,12 +288,12 @@ class Containers:
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
-        status = self.state(container).status
-        if status in ("running", "paused", "restarting"):
+        current = self.state(container)
+        if current.running:
             if not force:
-                raise Conflict(
-                    f"container {container.name} is {status}: stop it first or use -f")
-            self.stop(container, timeout=0 if force else None)
+                raise Conflict(f"container {container.name} is {current.status}: "
+                               "stop it first or use -f")
+            self.stop(container, timeout=0)
         self.release(container)
         launch.delete(str(container.directory))
         with self.store.tx() as conn:
@@ -317,9 +317,3 @@ def _generated_name() -> str:
     return (f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NAMES)}_"
             f"{secrets.token_hex(2)}")
 
-
-def image_dir_at(rootfs: Path, target: str) -> Path:
-    """The image's content at a container path, inside the mounted rootfs (never escaping)."""
-    from engine.prepare import in_root
-
-    return in_root(rootfs, target)

@@ -15,7 +15,6 @@ about a millisecond, against 10-30 ms for a helper process.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -28,29 +27,19 @@ from typing import TypeVar
 
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from engine.layout import Layout
-
-CLONE_NEWNET = 0x40000000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_SHARED = 1 << 20
-MNT_DETACH = 2
+from engine.runtime.syscalls import (
+    CLONE_NEWNET,
+    MNT_DETACH,
+    MS_BIND,
+    MS_REC,
+    MS_SHARED,
+    mount,
+    setns,
+    umount2,
+    unshare,
+)
 
 T = TypeVar("T")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(src: str, dst: str, flags: int) -> None:
-    _check(_libc.mount(src.encode(), dst.encode(), b"none", flags, None), f"mount {dst}")
-
-
-def _umount(path: str) -> None:
-    _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
 
 
 def _mount_fields(path: Path) -> list[str] | None:
@@ -103,10 +92,10 @@ def _share_dir(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o711)
     fields = _mount_fields(directory)
     if fields is None:
-        _mount(str(directory), str(directory), MS_BIND | MS_REC)
+        mount(str(directory), str(directory), None, MS_BIND | MS_REC)
     elif any(f.startswith("shared:") for f in fields[6:fields.index("-")]):
         return  # already a shared mount point of its own
-    _mount("", str(directory), MS_SHARED | MS_REC)
+    mount(None, str(directory), None, MS_SHARED | MS_REC)
 
 
 def _valid_name(name: str) -> str:
@@ -136,8 +125,8 @@ def create(layout: Layout, name: str) -> Path:
                 raise AlreadyExists(f"network namespace {name!r} already exists") from None
 
     def make() -> None:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), MS_BIND)
+        unshare(CLONE_NEWNET)
+        mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), None, MS_BIND)
 
     try:
         _in_thread(make)
@@ -159,7 +148,7 @@ def _release_dir_if_empty(directory: Path) -> None:
     except FileNotFoundError:
         return
     if _is_mountpoint(directory):
-        _umount(str(directory))
+        umount2(str(directory), MNT_DETACH)
     try:
         directory.rmdir()
     except OSError:
@@ -173,7 +162,7 @@ def delete(path: str | os.PathLike[str], layout: Layout | None = None) -> None:
 
     def drop() -> None:
         if _is_mountpoint(path):
-            _umount(str(path))
+            umount2(str(path), MNT_DETACH)
         path.unlink(missing_ok=True)
 
     if layout is None:
@@ -209,7 +198,7 @@ def run_in(path: str | os.PathLike[str], fn: Callable[[], T]) -> T:
 
     def inside() -> T:
         try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+            setns(fd, CLONE_NEWNET)
         finally:
             os.close(fd)
         return fn()

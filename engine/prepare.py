@@ -43,10 +43,6 @@ def with_image_volumes(mounts: Sequence[MountRequest],
     return (*mounts, *extra)
 
 
-def rootfs_dir(container: Container) -> Path:
-    return container.directory / "rootfs"
-
-
 MARKER = "prepared"
 
 
@@ -69,7 +65,7 @@ def holds_anything(engine: Engine, container: Container) -> bool:
     marker) a namespace file or a mounted rootfs."""
     from engine import netns, snapshots
 
-    rootfs = rootfs_dir(container)
+    rootfs = snapshots.rootfs_path(container.directory)
     # A missing rootfs directory cannot be a mount point: no need to scan the mount table
     # (the common case: a container's first start).
     return ((container.directory / MARKER).exists()
@@ -94,7 +90,6 @@ def release(engine: Engine, container: Container) -> None:
 # ---- 2. volumes ------------------------------------------------------------------------------
 
 def _mounts(engine: Engine, container: Container, rootfs: Path) -> list[Any]:
-    from engine.containers import image_dir_at
     from engine.spec import Mount
 
     out = []
@@ -103,9 +98,9 @@ def _mounts(engine: Engine, container: Container, rootfs: Path) -> list[Any]:
         if mount.type == "volume":
             source = engine.volumes.source(volume)
             if not mount.nocopy:
-                engine.volumes.populate(volume, image_dir_at(rootfs, mount.target))
+                engine.volumes.populate(volume, in_root(rootfs, mount.target))
             if mount.subpath:
-                source = image_dir_at(source, mount.subpath)
+                source = in_root(source, mount.subpath)
                 if not source.is_dir():
                     raise NotFound(f'volume "{volume}" has no sub path "{mount.subpath}"')
             out.append(Mount(mount.target, "bind", str(source), ("rbind", mode)))
@@ -251,10 +246,10 @@ def _write_spec(container: Container, image_config: dict[str, Any], rootfs: Path
     group = _read_text(in_root(rootfs, "/etc/group"))
     from engine.runtime import launch
 
-    config = _with_image_defaults(config, image_config.get("config") or {})
     # build_spec takes the image config's "config" object (Cmd, Entrypoint, Env, User, ...)
-    document = spec.build_spec(config, image_config.get("config") or {}, str(rootfs), passwd,
-                               group)
+    image = image_config.get("config") or {}
+    config = _with_image_defaults(config, image)
+    document = spec.build_spec(config, image, str(rootfs), passwd, group)
     launch.create(container.directory, document, spec.shim_options(config))
 
 

@@ -53,6 +53,11 @@ class Volume:
     populated: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def driver_mounted(self) -> bool:
+        """Whether the local driver mounts something on `mountpoint` (type/device given)."""
+        return bool(self.options.get("type") or self.options.get("device"))
+
     def inspect(self) -> dict:
         """Docker's `volume inspect` shape."""
         return {
@@ -164,8 +169,10 @@ class Volumes:
     def source(self, name: str) -> Path:
         """The host directory a container's mount binds, mounting the driver's device first
         when the volume has one."""
-        volume = self.get(name)
-        if volume.options.get("type") or volume.options.get("device"):
+        return self._source(self.get(name))
+
+    def _source(self, volume: Volume) -> Path:
+        if volume.driver_mounted:
             self._mount(volume)
         return volume.mountpoint
 
@@ -173,8 +180,10 @@ class Volumes:
         """Copies `image_dir` (the image's content at the mount point) into the volume if the
         volume was never populated and is empty. Returns whether it copied."""
         volume = self.get(name)
-        target = self.source(name)
-        if volume.populated or any(target.iterdir()) or not image_dir.is_dir():
+        if volume.populated:
+            return False
+        target = self._source(volume)
+        if any(target.iterdir()) or not image_dir.is_dir():
             self._mark_populated(name)
             return False
         # cp -a keeps owners, modes, times, links, xattrs and sparse files; the image's
@@ -192,11 +201,13 @@ class Volumes:
 
     def unmount_if_unused(self, name: str, *, exclude: str = "") -> None:
         """Unmounts a driver-mounted volume when no container but `exclude` uses it."""
-        if not self.exists(name):
+        try:
+            volume = self.get(name)
+        except NotFound:
             return
-        if [u for u in self.users(name) if u != exclude]:
+        if not volume.driver_mounted or [u for u in self.users(name) if u != exclude]:
             return
-        self._unmount(self.get(name))
+        self._unmount(volume)
 
     def _mark_populated(self, name: str) -> None:
         with self.store.tx() as conn:

@@ -304,7 +304,7 @@ def stop(container_dir: str | os.PathLike[str], timeout: float | None = None) ->
     The restart policy does not apply. Returns the final state."""
     path = _dir(container_dir)
     before = st.read(path) or {}
-    if state(path).status in ("running", "paused", "restarting"):
+    if state(path).running:
         request: dict = {"op": "stop"}
         if timeout is not None:
             request["timeout"] = timeout
@@ -369,7 +369,7 @@ def delete(container_dir: str | os.PathLike[str]) -> None:
     if not os.path.isfile(os.path.join(path, "config.json")):
         return
     current = state(path)
-    if current.status in ("running", "paused", "restarting"):
+    if current.running:
         raise Conflict(f"container {current.id[:12]} is {current.status}: stop it first")
     _kill_leftovers(path)
     for name in RUN_FILES:
