@@ -371,14 +371,10 @@ class _Builder:
         parent: str | None = None
         dirs = []
         for layer in layers:
-            chain = layerstore.chain_id(parent, layer.diff_id)
-            if layerstore.get(self.engine.layout, chain) is None:
-                with self.engine.content.open(layer.digest) as blob:
-                    layerstore.unpack(self.engine.layout, blob, parent=parent,
-                                      expected_diff_id=layer.diff_id,
-                                      name=f"layer {layer.digest}")
-            dirs.append(layerstore.layer_path(self.engine.layout, chain) / "diff")
-            parent = chain
+            unpacked = layerstore.unpack_blob(self.engine.content, layer.digest, parent=parent,
+                                              diff_id=layer.diff_id)
+            dirs.append(unpacked.diff)
+            parent = unpacked.chain_id
         return dirs
 
     # -- result --------------------------------------------------------------------------

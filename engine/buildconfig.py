@@ -17,19 +17,11 @@ from typing import Any
 
 from engine import dockerfile as df
 from engine.errors import InvalidArgument
-from engine.imagechanges import apply_changes
+from engine.imagechanges import apply_changes, env_map  # env_map: used by build.py too
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 METADATA = frozenset({"ENV", "LABEL", "USER", "EXPOSE", "VOLUME", "STOPSIGNAL", "CMD",
                       "ENTRYPOINT", "SHELL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"})
-
-
-def env_map(config: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in config.get("Env") or []:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
 
 
 def shell_of(config: Mapping[str, Any]) -> list[str]:

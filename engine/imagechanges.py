@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.errors import InvalidArgument
@@ -43,7 +43,8 @@ def apply_changes(config: dict[str, Any], changes: Sequence[str]) -> dict[str, A
     return out
 
 
-def _env_map(config: dict[str, Any]) -> dict[str, str]:
+def env_map(config: Mapping[str, Any]) -> dict[str, str]:
+    """The image config's `Env` list as a dict (a later entry wins)."""
     env: dict[str, str] = {}
     for item in config.get("Env") or []:
         key, _, value = item.partition("=")
@@ -82,7 +83,7 @@ def _pairs(rest: str, env: dict[str, str], what: str) -> list[tuple[str, str]]:
 
 
 def _env(config: dict[str, Any], rest: str) -> None:
-    env = _env_map(config)
+    env = env_map(config)
     for key, value in _pairs(rest, env, "ENV"):
         env[key] = value
     config["Env"] = [f"{k}={v}" for k, v in env.items()]
@@ -90,19 +91,19 @@ def _env(config: dict[str, Any], rest: str) -> None:
 
 def _label(config: dict[str, Any], rest: str) -> None:
     labels = dict(config.get("Labels") or {})
-    labels.update(_pairs(rest, _env_map(config), "LABEL"))
+    labels.update(_pairs(rest, env_map(config), "LABEL"))
     config["Labels"] = labels
 
 
 def _workdir(config: dict[str, Any], rest: str) -> None:
-    path = " ".join(split_words(rest, _env_map(config)))
+    path = " ".join(split_words(rest, env_map(config)))
     if not path.startswith("/"):
         path = (config.get("WorkingDir") or "/").rstrip("/") + "/" + path
     config["WorkingDir"] = path
 
 
 def _user(config: dict[str, Any], rest: str) -> None:
-    words = split_words(rest, _env_map(config))
+    words = split_words(rest, env_map(config))
     if len(words) != 1:
         raise InvalidArgument("USER takes one USER[:GROUP] argument")
     config["User"] = words[0]
@@ -110,7 +111,7 @@ def _user(config: dict[str, Any], rest: str) -> None:
 
 def _expose(config: dict[str, Any], rest: str) -> None:
     ports = dict(config.get("ExposedPorts") or {})
-    for word in split_words(rest, _env_map(config)):
+    for word in split_words(rest, env_map(config)):
         match = _PORT.fullmatch(word)
         low = int(match.group(1)) if match else 0
         high = int(match.group(2) or low) if match else 0
@@ -131,7 +132,7 @@ def _volume(config: dict[str, Any], rest: str) -> None:
         except ValueError:
             paths = None
     if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
-        paths = split_words(rest, _env_map(config))
+        paths = split_words(rest, env_map(config))
     volumes = dict(config.get("Volumes") or {})
     for path in paths:
         if not path:
@@ -141,7 +142,7 @@ def _volume(config: dict[str, Any], rest: str) -> None:
 
 
 def _stopsignal(config: dict[str, Any], rest: str) -> None:
-    words = split_words(rest, _env_map(config))
+    words = split_words(rest, env_map(config))
     if len(words) != 1 or not valid_signal(words[0]):
         raise InvalidArgument(f"STOPSIGNAL: invalid signal {rest!r} (e.g. SIGTERM, 15)")
     config["StopSignal"] = words[0]

@@ -320,12 +320,8 @@ class Images:
         """Unpacks each layer not unpacked yet, verifying its diff_id."""
         parent: str | None = None
         for digest, diff_id in zip(blobs, diff_ids, strict=True):
-            chain = layerstore.chain_id(parent, diff_id)
-            if layerstore.get(self.layout, chain) is None:
-                with self.content.open(digest) as blob:
-                    layerstore.unpack(self.layout, blob, parent=parent,
-                                      expected_diff_id=diff_id, name=f"layer {digest}")
-            parent = chain
+            parent = layerstore.unpack_blob(self.content, digest, parent=parent,
+                                            diff_id=diff_id).chain_id
 
     def layer_tar_size(self, chain: str) -> int:
         layer = layerstore.get(self.layout, chain)

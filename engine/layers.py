@@ -32,10 +32,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from engine.errors import InvalidArgument, Unavailable
 from engine.layout import Layout
+
+if TYPE_CHECKING:
+    from engine.content import ContentStore
 
 CHUNK = 1 << 20
 MARKER = "layer.json"
@@ -193,6 +196,19 @@ def unpack(layout: Layout, stream: BinaryIO, *, parent: str | None = None,
 def unpack_file(layout: Layout, path: str | os.PathLike[str], **kwargs) -> Layer:
     with open(path, "rb") as f:
         return unpack(layout, f, **kwargs)
+
+
+def unpack_blob(content: ContentStore, digest: str, *, parent: str | None,
+                diff_id: str) -> Layer:
+    """The layer of blob `digest` on top of chain `parent`: the unpacked one if it is there
+    (the blob is then not read, so it need not exist), else unpacked from the content store
+    with `diff_id` verified."""
+    existing = get(content.layout, chain_id(parent, diff_id))
+    if existing is not None:
+        return existing
+    with content.open(digest) as blob:
+        return unpack(content.layout, blob, parent=parent, expected_diff_id=diff_id,
+                      name=f"layer {digest}")
 
 
 def force_rmtree(path: Path) -> None:

@@ -14,6 +14,7 @@ statuses, keyed by the layer's short id.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,16 +171,6 @@ def _diff_ids(content: ContentStore, config: Descriptor, count: int, what: str) 
     return diff_ids
 
 
-def _unpack(content: ContentStore, desc: Descriptor, parent: str | None,
-            diff_id: str) -> layers_mod.Layer:
-    existing = layers_mod.get(content.layout, layers_mod.chain_id(parent, diff_id))
-    if existing is not None:
-        return existing
-    with content.open(desc.digest) as f:
-        return layers_mod.unpack(content.layout, f, parent=parent, expected_diff_id=diff_id,
-                                 name=f"layer {desc.digest}")
-
-
 def _store_manifest(content: ContentStore, manifest: Manifest) -> None:
     if not content.exists(manifest.digest):
         content.write(manifest.data, expected=manifest.digest)
@@ -278,7 +269,8 @@ async def fetch_image(ref: str, content: ContentStore, client: RegistryClient, *
             await ready[desc.digest].wait()
             if progress:
                 progress(PullEvent(short_id(desc.digest), EXTRACTING, 0, desc.size))
-            done = await anyio.to_thread.run_sync(_unpack, content, desc, parent, diff_id)
+            done = await anyio.to_thread.run_sync(functools.partial(
+                layers_mod.unpack_blob, content, desc.digest, parent=parent, diff_id=diff_id))
             parent = done.chain_id
             chains.append(parent)
             if progress:

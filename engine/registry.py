@@ -28,6 +28,7 @@ from typing import Protocol
 import anyio
 import httpx
 
+from engine.content import sha256_digest
 from engine.errors import InvalidArgument
 from engine.registryauth import Authenticator, Credentials, CredentialStore, repository_scope
 from engine.registryerrors import (  # re-exported: callers catch these from here
@@ -162,10 +163,6 @@ class BlobSink(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
     def reset(self) -> None: ...
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _hasher(digest: str):
