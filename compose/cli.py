@@ -172,15 +172,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(environ=dict(os.environ), cwd=os.getcwd())
     try:
         return int(args._module.run(args, ctx) or 0)
-    except Error as error:
-        print(str(error), file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`); that is not our failure.
-        sys.stderr.close()
-        return 0
+    except BaseException as raised:
+        # An anyio task group wraps what its tasks raised in an ExceptionGroup; a user's
+        # error is still one message when every leaf is one we handle. Anything else is a bug.
+        leaves = _leaves(raised)
+        if not all(isinstance(leaf, (Error, KeyboardInterrupt, BrokenPipeError))
+                   for leaf in leaves):
+            raise
+        if any(isinstance(leaf, BrokenPipeError) for leaf in leaves):
+            # The reader went away (e.g. `| head`); that is not our failure.
+            sys.stderr.close()
+            return 0
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return 130
+        print("\n".join(dict.fromkeys(str(leaf) for leaf in leaves)), file=sys.stderr)
+        return leaves[0].exit_code  # type: ignore[union-attr]
+
+
+def _leaves(raised: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or `raised` itself."""
+    if isinstance(raised, BaseExceptionGroup):
+        return [leaf for inner in raised.exceptions for leaf in _leaves(inner)]
+    return [raised]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from compose.errors import DependencyError
 
 if TYPE_CHECKING:
     from compose.model import Project, Service
+    from engine.errors import InvalidArgument
 
 
 def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
@@ -111,29 +112,33 @@ class Graph:
 
     def dependencies_of(self, names: Iterable[str]) -> frozenset[str]:
         """`names` and everything they need, transitively."""
-        return self._closure(names, self.edges)
+        return closure(names, self.edges)
 
     def dependents_of(self, names: Iterable[str]) -> frozenset[str]:
         """`names` and everything that needs them, transitively."""
-        return self._closure(names, self.dependents())
-
-    def _closure(self, names: Iterable[str], step: Mapping[str, Iterable[str]]) -> frozenset[str]:
-        seen: set[str] = set()
-        todo = list(names)
-        while todo:
-            node = todo.pop()
-            if node in seen:
-                continue
-            if node not in step:
-                raise DependencyError(f'no such service: "{node}"')
-            seen.add(node)
-            todo.extend(step[node])
-        return frozenset(seen)
+        return closure(names, self.dependents())
 
     def subgraph(self, names: Iterable[str]) -> Graph:
         keep = set(names)
         return Graph({n: tuple(t for t in self.edges[n] if t in keep)
                       for n in sorted(keep) if n in self.edges})
+
+
+def closure(names: Iterable[str], step: Mapping[str, Iterable[str]],
+            error: type[InvalidArgument] = DependencyError) -> frozenset[str]:
+    """`names` and every node reachable from them through `step`; a name that is not a
+    node of `step` raises `error` ('no such service: "x"')."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        if node not in step:
+            raise error(f'no such service: "{node}"')
+        seen.add(node)
+        todo.extend(step[node])
+    return frozenset(seen)
 
 
 def from_edges(edges: Mapping[str, Iterable[str]]) -> Graph:

@@ -36,6 +36,15 @@ def choose_mode(progress: str, ansi: str, stream: TextIO) -> tuple[str, bool]:
     return progress, colour
 
 
+def for_flags(flags: object, stream: TextIO, *, quiet: bool = False,
+              title: str = "Running") -> Progress:
+    """The Progress that the global `--progress` and `--ansi` flags (attributes of `flags`,
+    an argparse namespace) ask for on `stream`; `quiet` overrides the mode."""
+    mode, colour = choose_mode(getattr(flags, "progress", "auto"),
+                               getattr(flags, "ansi", "auto"), stream)
+    return Progress(stream, "quiet" if quiet else mode, colour, title=title)
+
+
 class Progress:
     def __init__(self, stream: TextIO, mode: str = "plain", colour: bool = False,
                  title: str = "Running") -> None:

@@ -69,8 +69,9 @@ def project_name(args: argparse.Namespace, ctx: Context) -> str:
     from compose.loader.raw import project_name as decide
 
     options = load_options(args, ctx)
-    if options.project_name:
-        return decide(options, {}, (), "", InterpolationLog(), Sources(ctx.cwd, None))
+    if options.project_name or ctx.environ.get("COMPOSE_PROJECT_NAME"):
+        # The shell outranks .env files, so no file need be found (or exist) to know it.
+        return decide(options, ctx.environ, (), "", InterpolationLog(), Sources(ctx.cwd, None))
     fileset = resolve_files(options)
     sources = Sources(options.cwd, options.stdin)
     env = dict(fileset.environment)
@@ -162,22 +163,32 @@ def target(args: argparse.Namespace, ctx: Context, services: Sequence[str] = (),
     """(project name, the loaded project or None, the checked services). The project is
     loaded only when services are named (to check them) or `need_project`; otherwise the
     name is found the cheap way, so `-p NAME` works without any Compose file."""
-    from compose.errors import ConfigError
-
     if services or need_project:
-        try:
+        if need_project:
             project = load_project(args, ctx, services)
-        except ConfigError as error:
-            # `-p NAME stop web` with no Compose file at hand: the labels say which
-            # containers are web's, as in Docker Compose.
-            named = getattr(args, "project_name", None) or ctx.environ.get(
-                "COMPOSE_PROJECT_NAME")
-            if need_project or not named or not str(error).startswith(
-                    "no configuration file provided"):
-                raise
-            return project_name(args, ctx), None, tuple(dict.fromkeys(services))
+        else:
+            name, project = load_if_present(args, ctx, services)
+            if project is None:
+                return name, None, tuple(dict.fromkeys(services))
         return project.name, project, check_services(project, services)
     return quick_project_name(args, ctx) or project_name(args, ctx), None, ()
+
+
+def load_if_present(args: argparse.Namespace, ctx: Context, services: Sequence[str] = ()
+                    ) -> tuple[str, Project | None]:
+    """(project name, the loaded project), or (name, None) when -p NAME or
+    COMPOSE_PROJECT_NAME names the project and there is no Compose file at hand: then the
+    labels say which containers are the project's, as in Docker Compose (`-p NAME down`)."""
+    from compose.errors import ConfigError
+
+    try:
+        project = load_project(args, ctx, services)
+    except ConfigError as error:
+        named = getattr(args, "project_name", None) or ctx.environ.get("COMPOSE_PROJECT_NAME")
+        if not named or not str(error).startswith("no configuration file provided"):
+            raise
+        return project_name(args, ctx), None
+    return project.name, project
 
 
 def check_services(project: Project, names: Iterable[str]) -> tuple[str, ...]:
@@ -189,15 +200,6 @@ def check_services(project: Project, names: Iterable[str]) -> tuple[str, ...]:
         if name not in out:
             out.append(name)
     return tuple(out)
-
-
-def dependency_order(project: Project, names: Iterable[str] = ()) -> tuple[str, ...]:
-    """The services (all when `names` is empty) in start order: dependencies first."""
-    from compose.graph import build
-
-    order = build(project).order()
-    wanted = set(names)
-    return tuple(n for n in order if not wanted or n in wanted)
 
 
 # ---- its containers ------------------------------------------------------------------------

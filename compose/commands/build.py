@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from compose import imageplan
     from compose.commands.imagebuild import registry_factory
     from compose.lock import project_lock
-    from compose.progress import Progress, choose_mode
+    from compose.progress import for_flags
     from compose.project import check_services, load_project
     from engine.errors import Error, InvalidArgument
 
@@ -61,9 +61,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     plan = imageplan.build_plan(project, names)
     if plan.empty:
         return 0
-    mode, colour = choose_mode(getattr(args, "progress", "auto"), getattr(args, "ansi", "auto"),
-                               ctx.stderr)
-    progress = Progress(ctx.stderr, "quiet" if args.quiet else mode, colour, title="Building")
+    progress = for_flags(args, ctx.stderr, quiet=args.quiet, title="Building")
     engine = ctx.engine()
     from compose import execute  # anyio: only when there is something to build
 

@@ -30,27 +30,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     from compose import execute, reconcile
     from compose import translate as t
-    from compose.cli import load_options
     from compose.lock import project_lock
     from compose.observe import observe
-    from compose.progress import Progress, choose_mode
-    from engine.errors import Error, NotFound
+    from compose.progress import for_flags
+    from compose.project import load_if_present
+    from engine.errors import Error
 
-    project = None
-    try:
-        from compose.loader import load
-
-        project = load(load_options(args, ctx))
-        name = project.name
-    except NotFound:
-        # `down -p NAME` works without the Compose file, from the labels alone.
-        if not args.project_name:
-            raise
-        name = args.project_name
+    # `down -p NAME` works without the Compose file, from the labels alone.
+    name, project = load_if_present(args, ctx)
     engine = ctx.engine()
-    mode, colour = choose_mode(getattr(args, "progress", "auto"), getattr(args, "ansi", "auto"),
-                               ctx.stderr)
-    progress = Progress(ctx.stderr, mode, colour)
+    progress = for_flags(args, ctx.stderr)
     images = [t.default_image(project, s) for s in project.services.values()] if project else []
     with project_lock(engine.layout, name, say=progress.message):
         observed = observe(engine, name, images=images)

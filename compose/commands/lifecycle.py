@@ -146,6 +146,9 @@ def _run_restart(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _run_kill(args: argparse.Namespace, ctx: Context) -> int:
+    from engine.spec import signal_number
+
+    signal_number(args.signal)  # a bad name fails here, not after " Killing"
     with _session(args, ctx) as (engine, found):
         for item in found:
             if item.running:
@@ -155,26 +158,26 @@ def _run_kill(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _run_pause(args: argparse.Namespace, ctx: Context) -> int:
+def _freeze(args: argparse.Namespace, ctx: Context, *, pause: bool) -> int:
+    """`pause` (running -> paused) or `unpause` (paused -> running)."""
     from engine.runtime import launch
 
+    status, act, word = (("running", launch.pause, "Paused") if pause
+                         else ("paused", launch.unpause, "Unpaused"))
     with _session(args, ctx) as (_, found):
         for item in found:
-            if item.state.status == "running":
-                launch.pause(str(item.container.directory))
-                say(ctx, item.name, "Paused")
+            if item.state.status == status:
+                act(str(item.container.directory))
+                say(ctx, item.name, word)
     return 0
+
+
+def _run_pause(args: argparse.Namespace, ctx: Context) -> int:
+    return _freeze(args, ctx, pause=True)
 
 
 def _run_unpause(args: argparse.Namespace, ctx: Context) -> int:
-    from engine.runtime import launch
-
-    with _session(args, ctx) as (_, found):
-        for item in found:
-            if item.state.status == "paused":
-                launch.unpause(str(item.container.directory))
-                say(ctx, item.name, "Unpaused")
-    return 0
+    return _freeze(args, ctx, pause=False)
 
 
 def _run_rm(args: argparse.Namespace, ctx: Context) -> int:
@@ -204,14 +207,8 @@ def _run_rm(args: argparse.Namespace, ctx: Context) -> int:
 
 def _run_create(args: argparse.Namespace, ctx: Context) -> int:
     """`create` is `up --no-start`: the reconciler's work, done by the `up` command."""
-    import importlib
+    from compose.commands import up
 
-    from engine.errors import Unavailable
-
-    try:
-        up = importlib.import_module("compose.commands.up")
-    except ImportError:
-        raise Unavailable("create needs the `up` machinery, which is not built yet") from None
     parser = argparse.ArgumentParser(prog="shipyard up")
     up.add_arguments(parser)
     argv = ["--no-start", *args.services]

@@ -139,7 +139,7 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
     from compose.lock import project_lock
     from compose.observe import observe
     from compose.plan import Plan
-    from compose.progress import Progress, choose_mode
+    from compose.progress import for_flags
     from engine.errors import Error
 
     source_dir = str(engine.layout.root / "compose" / project.name)
@@ -147,9 +147,7 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
                                   remove_orphans=args.remove_orphans, source_dir=source_dir)
     chosen, _ = reconcile.selected_services(project, options.services, options.no_deps)
     images = [t.default_image(project, project.services[s]) for s in sorted(chosen)]
-    mode, colour = choose_mode(getattr(args, "progress", "auto"), getattr(args, "ansi", "auto"),
-                               ctx.stderr)
-    progress = Progress(ctx.stderr, mode, colour)
+    progress = for_flags(args, ctx.stderr)
     with project_lock(engine.layout, project.name, say=progress.message):
         full = reconcile.up(project, observe(engine, project.name, images=images), options)
         keep = [n for n in full.nodes if not (n.kind == "container" and n.service == service)]

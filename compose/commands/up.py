@@ -75,11 +75,10 @@ def _scale(items: list[str]) -> dict[str, int]:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from compose import reconcile
     from compose import translate as t
-    from compose.cli import load_options
-    from compose.loader import load
     from compose.lock import project_lock
     from compose.observe import observe
-    from compose.progress import Progress, choose_mode
+    from compose.progress import for_flags
+    from compose.project import check_services, load_project
     from engine.errors import Error, InvalidArgument
 
     if args.exit_code_from:
@@ -91,9 +90,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise InvalidArgument("--force-recreate and --no-recreate cannot be combined")
     if args.build and args.no_build:
         raise InvalidArgument("--build and --no-build cannot be combined")
-    project = load(load_options(args, ctx), services=tuple(args.services))
-    for warning in project.warnings:
-        print(f"warning: {warning}", file=ctx.stderr)
+    project = load_project(args, ctx, args.services)
+    if args.exit_code_from:  # else `up` would follow logs, waiting for a service never there
+        check_services(project, [args.exit_code_from])
     engine = ctx.engine()
     source_dir = str(engine.layout.root / "compose" / project.name)
     options = reconcile.UpOptions(
@@ -103,9 +102,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         remove_orphans=args.remove_orphans, renew_anon_volumes=args.renew_anon_volumes,
         scale=_scale(args.scale), pull=args.pull, build=args.build, no_build=args.no_build,
         wait=args.wait, source_dir=source_dir)
-    mode, colour = choose_mode(getattr(args, "progress", "auto"), getattr(args, "ansi", "auto"),
-                               ctx.stderr)
-    progress = Progress(ctx.stderr, mode, colour)
+    progress = for_flags(args, ctx.stderr)
     chosen, _ = reconcile.selected_services(project, options.services, options.no_deps)
     images = [t.default_image(project, project.services[s]) for s in sorted(chosen)]
     with project_lock(engine.layout, project.name, say=progress.message):
@@ -160,7 +157,6 @@ def _attached(engine: Engine, project: Project, chosen: frozenset[str],
         getattr(args, "ansi", "auto") == "always" or ctx.stdout.isatty())
     write_lock = threading.Lock()
     finished: queue.Queue = queue.Queue()
-    stopping = threading.Event()
 
     def follow(c, index: int) -> None:
         from engine.runtime import logs
@@ -203,29 +199,26 @@ def _attached(engine: Engine, project: Project, chosen: frozenset[str],
                 if not args.exit_code_from and code != 0:
                     exit_code = code
                 ctx.stderr.write("Aborting on container exit...\n")
-                _stop_all(engine, project, args, ctx, stopping)
+                _stop_all(engine, project, args, ctx)
                 break
         return exit_code
     except KeyboardInterrupt:
         ctx.stderr.write("Gracefully stopping... (press Ctrl+C again to force)\n")
         try:
-            _stop_all(engine, project, args, ctx, stopping)
+            _stop_all(engine, project, args, ctx)
         except KeyboardInterrupt:
             _kill_all(engine, project)
         return 130
 
 
-def _stop_all(engine: Engine, project: Project, args: argparse.Namespace, ctx: Context,
-              stopping: object) -> None:
+def _stop_all(engine: Engine, project: Project, args: argparse.Namespace,
+              ctx: Context) -> None:
     from compose import execute, reconcile
     from compose.observe import observe
-    from compose.progress import Progress, choose_mode
+    from compose.progress import for_flags
 
-    stopping.set()  # type: ignore[attr-defined]
     plan = reconcile.stop(project, observe(engine, project.name))
-    mode, colour = choose_mode(getattr(args, "progress", "auto"), getattr(args, "ansi", "auto"),
-                               ctx.stderr)
-    progress = Progress(ctx.stderr, mode, colour)
+    progress = for_flags(args, ctx.stderr)
     execute.run(engine, project, plan, progress, execute.Settings(timeout=args.timeout))
     progress.close()
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from compose.errors import ConfigError, Problem
+from compose.graph import closure
 from compose.loader.semantic import service_refs
 
 if TYPE_CHECKING:
@@ -82,17 +83,9 @@ def select(project: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
     """The canonical `project` cut down to `names` and their dependencies, with the
     networks, volumes, secrets and configs they use (`config SERVICE...`)."""
     services = project.get("services") or {}
-    keep: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name in keep:
-            continue
-        if name not in services:
-            raise ConfigError(f'no such service: "{name}"')
-        keep.add(name)
-        todo.extend(other for _, _, other in service_refs(name, services[name])
-                    if other in services)
+    refs = {name: [other for _, _, other in service_refs(name, service) if other in services]
+            for name, service in services.items()}
+    keep = closure(names, refs, ConfigError)
     out = {key: value for key, value in project.items()}
     out["services"] = {name: services[name] for name in sorted(keep)}
     used = used_resources(out["services"].values())
