@@ -260,3 +260,18 @@ def test_wait_completed_and_the_project_lock(shipyard: Shipyard) -> None:
               for n, d in shipyard.inspect().items()}
     assert states == {"blog-init-1": ("exited", 0), "blog-app-1": ("running", 0)}
     shipyard("down", "-t", "0")
+
+
+def test_down_by_project_name_without_a_compose_file(shipyard: Shipyard, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    shipyard.write(stack())
+    shipyard("up", "-d")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no compose.yaml here or above: only the labels say it
+    code, _, err = shipyard("-p", "blog", "down", "-v", "-t", "0", ok=False, prefix=False)
+    assert code == 0, err
+    _, out, _ = shipyard("container", "ls", "-a", "-q", prefix=False)
+    assert out.strip() == ""
+    _, out, _ = shipyard("volume", "ls", "-q", prefix=False)
+    assert "blog_data" not in out.split()
