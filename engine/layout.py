@@ -72,8 +72,10 @@ class Layout:
         return self.run / "netns"
 
     def ensure(self) -> Layout:
-        """Creates the directory skeleton (idempotent) and returns self."""
+        """Creates the persistent directory skeleton (idempotent) and returns self. The run
+        directory is made by the parts that need it (netns, DNS, locks), so read-only
+        commands such as `ps` leave nothing in /run."""
         for path in (self.root, self.blobs, self.ingest, self.layers, self.containers,
-                     self.volumes, self.tmp, self.run):
+                     self.volumes, self.tmp):
             path.mkdir(parents=True, exist_ok=True, mode=0o711)
         return self
