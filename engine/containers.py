@@ -98,6 +98,9 @@ class Containers:
                                             self.engine.images.config(image.id))
         request = dataclasses.replace(request, mounts=mounts)
         volume_names = self._claim_volumes(request)
+        # Serialised before the transaction: other writers wait while it is open.
+        row = (container_id, name, request.image, image.id, time.time(),
+               dumps(dict(request.labels)), dumps(to_dict(request)), dumps(list(volume_names)))
         try:
             with self.store.tx() as conn:
                 holder = conn.execute("SELECT id FROM containers WHERE name = ?",
@@ -108,10 +111,7 @@ class Containers:
                         f'{holder["id"][:12]}; remove it or choose another name')
                 conn.execute(
                     "INSERT INTO containers (id, name, image, image_id, created, labels,"
-                    " request, volumes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (container_id, name, request.image, image.id, time.time(),
-                     dumps(dict(request.labels)), dumps(to_dict(request)),
-                     dumps(list(volume_names))))
+                    " request, volumes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
                 conn.executemany(
                     "INSERT INTO container_volumes (container_id, volume) VALUES (?, ?)",
                     [(container_id, v) for v in volume_names if v])

@@ -110,6 +110,7 @@ class Dns:
         self._guard = threading.Lock()
         self._publishing = threading.Lock()
         self._local = threading.local()
+        self._starting: subprocess.Popen | None = None  # our resolver, not yet heard from
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -246,13 +247,17 @@ class Dns:
         lock = os.open(self.dir / "publish.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self._settle()
             data = self.snapshot()
             tmp = self.dir / f".records.{os.getpid()}.tmp"
             tmp.write_text(json.dumps(data, sort_keys=True))
             os.replace(tmp, self.dir / "records.json")
             state = self._control()
             if state is None and data["networks"]:
-                state = self._start()
+                # Not waited for here: it reads the records just written when it starts,
+                # and the next publish (a container's names, before that container
+                # starts) waits for it. Network creation does not pay for its start-up.
+                self._spawn()
             if state and state.get("exiting"):
                 _wait_gone(int(state["pid"]), 3.0)
         finally:
@@ -263,6 +268,8 @@ class Dns:
         return state
 
     def resolver_pid(self) -> int | None:
+        with self._publishing:
+            self._settle()
         try:
             text = (self.dir / "resolver.pid").read_text().strip()
         except OSError:
@@ -285,21 +292,33 @@ class Dns:
                 raise Unavailable(f"the DNS resolver does not answer: {exc}") from None
         return json.loads(reply) if reply else None
 
-    def _start(self) -> dict:
+    def _spawn(self) -> None:
         log_file = os.open(self.dir / "resolver.log",
                            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            proc = subprocess.Popen(
+            self._starting = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(SERVER), "--daemon", str(self.dir)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
                 start_new_session=True, close_fds=True, cwd="/")
         finally:
             os.close(log_file)
+
+    def _settle(self) -> dict | None:
+        """Waits for the first word of a resolver this object started (its state, or that
+        another one runs already); raises Unavailable when it did not start."""
+        proc, self._starting = self._starting, None
+        if proc is None:
+            return None
         assert proc.stdout is not None
         with proc.stdout:
             ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
             line = proc.stdout.readline() if ready else b""
-        proc.wait(timeout=START_TIMEOUT_S)
+        try:
+            proc.wait(timeout=START_TIMEOUT_S)  # it forks the resolver and exits at once
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            line = b""
         if not line:
             raise Unavailable(f"the DNS resolver did not start (see {self.dir}/resolver.log)")
         state = json.loads(line)

@@ -445,7 +445,9 @@ class Resolver:
         control = await asyncio.start_unix_server(self.serve_control, control_path)
         state = await self.reload()
         if ready_fd is not None:
-            os.write(ready_fd, (json.dumps(state) + "\n").encode())
+            # The engine may have exited without reading (a lone `network create`).
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, (json.dumps(state) + "\n").encode())
             _close_stdout()
         if state["exiting"]:
             self.stop()
@@ -516,7 +518,8 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             raise
-        os.write(1, b'{"running": true}\n')
+        with contextlib.suppress(OSError):  # nobody may be reading any more
+            os.write(1, b'{"running": true}\n')
         return 0
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())

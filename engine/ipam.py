@@ -13,6 +13,7 @@ address released a moment ago is not reused at once while peers may still cache 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -126,14 +127,14 @@ def next_address(config: SubnetConfig, leased: Iterable[IPv4Address],
     """The first free address after `cursor` in the allocatable range (wrapping), skipping the
     network and broadcast addresses, the gateway and `leased`. Raises Unavailable when full."""
     rng = config.allocatable
-    excluded = {config.subnet.network_address, config.subnet.broadcast_address,
-                config.gateway, *leased}
+    excluded = {int(a) for a in (config.subnet.network_address,
+                                 config.subnet.broadcast_address, config.gateway, *leased)}
     first, last = int(rng.network_address), int(rng.broadcast_address)
     start = int(cursor) + 1 if cursor is not None and first <= int(cursor) < last else first
-    for value in (*range(start, last + 1), *range(first, start)):
-        addr = IPv4Address(value)
-        if addr not in excluded:
-            return addr
+    # Lazily: a /16 has 65534 candidates and almost always the first one is free.
+    for value in itertools.chain(range(start, last + 1), range(first, start)):
+        if value not in excluded:
+            return IPv4Address(value)
     raise Unavailable(f"no free address left in {rng}")
 
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from engine import mountinfo
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from engine.layout import Layout
 from engine.runtime.syscalls import (
@@ -42,20 +43,8 @@ from engine.runtime.syscalls import (
 T = TypeVar("T")
 
 
-def _mount_fields(path: Path) -> list[str] | None:
-    """The mountinfo fields of the last mount at `path`, or None."""
-    target = str(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == target:
-                found = fields
-    return found
-
-
 def _is_mountpoint(path: Path) -> bool:
-    return _mount_fields(path) is not None
+    return mountinfo.find(path) is not None
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
@@ -90,10 +79,10 @@ def _dir_lock(layout: Layout) -> Iterator[Path]:
 
 def _share_dir(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o711)
-    fields = _mount_fields(directory)
+    fields = mountinfo.find(directory)
     if fields is None:
         mount(str(directory), str(directory), None, MS_BIND | MS_REC)
-    elif any(f.startswith("shared:") for f in fields[6:fields.index("-")]):
+    elif mountinfo.is_shared(fields):
         return  # already a shared mount point of its own
     mount(None, str(directory), None, MS_SHARED | MS_REC)
 
@@ -175,13 +164,8 @@ def delete(path: str | os.PathLike[str], layout: Layout | None = None) -> None:
 
 def exists(path: str | os.PathLike[str]) -> bool:
     """True when `path` is a live network namespace handle (an nsfs mount)."""
-    target = str(Path(path).absolute())
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == target and fields[fields.index("-") + 1] == "nsfs":
-                return True
-    return False
+    fields = mountinfo.find(Path(path).absolute())
+    return fields is not None and mountinfo.fstype(fields) == "nsfs"
 
 
 def list_names(layout: Layout) -> list[str]:

@@ -33,7 +33,8 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -150,9 +151,33 @@ def _rtnl(path: str | None = None) -> Rtnl:
                                 0))
 
 
+def _side_by_side(*steps: Callable[[], object]) -> None:
+    """Runs the steps at once (the first here, the others in threads), waits for all, and
+    raises the first failure."""
+    failures: list[BaseException] = []
+
+    def run(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(step,), name="shipyard-teardown")
+               for step in steps[1:]]
+    for thread in threads:
+        thread.start()
+    run(steps[0])
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 def _delete_link(ifname: str) -> None:
     """Deletes a host link by name (idempotent; also when its peer's namespace is going away
     at the same time)."""
+    if not os.path.exists(f"/sys/class/net/{ifname}"):
+        return  # gone already (a repeated or resumed release): no netlink round trip
     try:
         with _rtnl() as rt:
             rt.delete_link(ifname)
@@ -377,9 +402,11 @@ class Networks:
     def _teardown(self, network_id: str, bridge: str) -> None:
         """Names, firewall rules, bridge, and the record last: killed half-way, the record
         is still there (marked unfinished) for the next removal to finish."""
-        self.dns.remove_network(network_id)
-        self.egress.remove(network_id)
-        _delete_link(bridge)
+        # Independent steps, side by side: the kernel takes ~50 ms to delete a bridge, nft
+        # ~15 ms to drop the rules, the resolver ~15 ms to let the network go.
+        _side_by_side(lambda: self.dns.remove_network(network_id),
+                      lambda: self.egress.remove(network_id),
+                      lambda: _delete_link(bridge))
         with self.store.tx() as conn:
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ?", (network_id,))
             conn.execute("DELETE FROM networks WHERE id = ?", (network_id,))
@@ -486,7 +513,11 @@ class Networks:
 
     def disconnect_all(self, container_id: str) -> None:
         """Detaches the container from every network (container release and removal),
-        including what a connect killed half-way left: a lease, names, a host veth."""
+        including what a connect killed half-way left: a lease, names, a host veth.
+
+        (Measured: leaving the veths to die with the namespace, which the kernel batches,
+        made `down` of 20 containers slower, not faster: waiting for the namespaces' cleanup
+        costs more than deleting each veth.)"""
         held = {r["network_id"] for r in self.store.query(
             "SELECT network_id FROM network_endpoints WHERE container_id = ? UNION "
             "SELECT network_id FROM ipam_leases WHERE holder = ? UNION "

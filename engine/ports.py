@@ -155,8 +155,11 @@ def unpublish(engine: Engine, container: Container) -> None:
     with contextlib.suppress(FileNotFoundError):
         (container.directory / PORTS_FILE).unlink()
     engine.store.ensure_schema(SCHEMA)
-    with engine.store.tx() as conn:
-        conn.execute("DELETE FROM port_bindings WHERE container_id = ?", (container.id,))
+    # Read first: most containers publish nothing, and a write would queue for the lock.
+    if engine.store.query("SELECT 1 FROM port_bindings WHERE container_id = ? LIMIT 1",
+                          (container.id,)):
+        with engine.store.tx() as conn:
+            conn.execute("DELETE FROM port_bindings WHERE container_id = ?", (container.id,))
 
 
 def published(engine: Engine, container: Container) -> list[Published]:

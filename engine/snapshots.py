@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import mountinfo
 from engine.errors import InvalidArgument, Unavailable
 from engine.runtime.syscalls import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
 from engine.runtime.syscalls import mount as _mount
@@ -143,12 +144,7 @@ def unmount(target: Path) -> None:
 
 
 def is_mounted(path: Path) -> bool:
-    wanted = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(_unescape(line.split()[4]) == wanted for line in f)
-    except FileNotFoundError:
-        return False
+    return mountinfo.find(os.path.realpath(path)) is not None
 
 
 def _mount_overlay(spec: Mount, layer_dirs: Sequence[Path], target: Path) -> None:
@@ -182,14 +178,3 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)

@@ -9,6 +9,7 @@ invocations, shims) may use the same database at once; SQLite serialises writers
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,21 @@ from pathlib import Path
 from typing import Any
 
 BUSY_TIMEOUT_S = 30.0
+_CREATED = re.compile(r"CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)",
+                      re.IGNORECASE)
+
+# One writer lock per database file in this process. SQLite's own busy handler sleeps in
+# coarse steps (up to 100 ms) while another connection writes; threads of one process (the
+# parallel starts of `up`) queue on this lock instead and go on the moment it is free. The
+# busy timeout remains for writers in other processes.
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.Lock:
+    key = str(path.resolve())
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.Lock())
 
 
 class Store:
@@ -25,6 +41,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._schemas: set[str] = set()
+        self._writer = _writer_lock(self.path)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -41,11 +58,15 @@ class Store:
         return conn
 
     def ensure_schema(self, ddl: str) -> None:
-        """Runs `ddl` (CREATE ... IF NOT EXISTS statements) once per Store object."""
+        """Runs `ddl` (CREATE ... IF NOT EXISTS statements) once per Store object, and only
+        when something it names is missing (a read: no write lock on every command)."""
         if ddl in self._schemas:
             return
-        with self.tx() as conn:
-            _run_script(conn, ddl)
+        names = set(_CREATED.findall(ddl))
+        present = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")}
+        if not names or not names <= present:
+            with self.tx() as conn:
+                _run_script(conn, ddl)
         self._schemas.add(ddl)
 
     @contextmanager
@@ -57,14 +78,15 @@ class Store:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        with self._writer:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
