@@ -28,8 +28,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from engine import layers as layerstore
 from engine import reference
+from engine.compression import decompressed, decompression_errors, detect_compression
 from engine.content import CHUNK, parse_digest, sha256_digest
 from engine.errors import InvalidArgument, NotFound
 from engine.imageformat import (
@@ -43,10 +43,12 @@ from engine.imageformat import (
     OCI_LAYER_ZSTD,
     OCI_MANIFEST,
     Descriptor,
+    DockerSaveEntry,
     choose_manifest,
     make_manifest,
     media_type_of,
     parse_descriptor,
+    parse_docker_save_manifest,
     parse_index,
     parse_manifest,
 )
@@ -163,7 +165,7 @@ def _save_layer(images: Images, tar: tarfile.TarFile, image: Image, i: int,
     size = _tar_size(images, image, i)
     info = _info(path, size)
     with images.content.open(layer.digest) as blob:
-        _, plain = layerstore.decompressed(blob)
+        _, plain = decompressed(blob)
         tar.addfile(info, plain)  # type: ignore[arg-type]
     written.add(layer.diff_id)
     return path
@@ -221,7 +223,7 @@ def _load(images: Images, source: str | os.PathLike[str] | BinaryIO,
         path = _seekable_copy(images, source, stack)
         try:
             tar = stack.enter_context(tarfile.open(path, "r:"))
-            archive = _Archive(tar)
+            archive = _Archive(tar, _source_name(source))
         except tarfile.TarError as error:
             raise InvalidArgument(f"not an image archive (not a tar file: {error})") from None
         if "index.json" in archive.names:
@@ -246,35 +248,37 @@ def _seekable_copy(images: Images, source: str | os.PathLike[str] | BinaryIO,
             raw: IO[bytes] = stack.enter_context(open(source, "rb"))  # noqa: SIM115
         except FileNotFoundError:
             raise NotFound(f"no such file: {os.fspath(source)}") from None
-        if layerstore.detect_compression(raw.read(6)) == "none":
+        if detect_compression(raw.read(6)) == "none":
             return os.fspath(source)
         raw.seek(0)
     else:
         raw = source
-    import gzip
-    import lzma
-    import zlib
-
-    import zstandard
-
-    kind, plain = layerstore.decompressed(raw)
+    kind, plain = decompressed(raw)
     tmp = images.layout.tmp / f"load-{uuid.uuid4().hex}.tar"
     stack.callback(lambda: tmp.unlink(missing_ok=True))
     try:
         with open(tmp, "wb") as out:
             shutil.copyfileobj(plain, out, CHUNK)
-    except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError,
-            zstandard.ZstdError) as error:
+    except decompression_errors() as error:
         raise InvalidArgument(f"image archive: truncated or corrupt {kind} data "
                               f"({error})") from None
     return str(tmp)
 
 
+def _source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
+    """The archive as messages name it: its path, a stream's name (`<stdin>`), or `-`."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "-"
+
+
 class _Archive:
     """Random access to the members of an (untrusted) archive by normalised name."""
 
-    def __init__(self, tar: tarfile.TarFile) -> None:
+    def __init__(self, tar: tarfile.TarFile, name: str) -> None:
         self.tar = tar
+        self.name = name
         self.names: dict[str, tarfile.TarInfo] = {}
         for member in tar.getmembers():
             self.names[posixpath.normpath(member.name).lstrip("/")] = member
@@ -387,36 +391,31 @@ def _docker_tags(archive: _Archive) -> dict[str, list[str]]:
         return {}
     out: dict[str, list[str]] = {}
     for entry in _docker_entries(archive):
-        digest = sha256_digest(archive.read(entry["Config"]))
-        out.setdefault(digest, []).extend(
-            str(reference.parse(t)) for t in entry.get("RepoTags") or [])
+        digest = sha256_digest(archive.read(entry.config))
+        out.setdefault(digest, []).extend(entry.repo_tags)
     return out
 
 
-def _docker_entries(archive: _Archive) -> list[dict[str, Any]]:
-    entries = archive.json("manifest.json")
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("Config"), str)
-            and isinstance(e.get("Layers"), list) for e in entries):
-        raise InvalidArgument("image archive: manifest.json is not a list of "
-                              "{Config, RepoTags, Layers} entries")
-    return entries
+def _docker_entries(archive: _Archive) -> tuple[DockerSaveEntry, ...]:
+    """manifest.json's entries, every one checked before any is used: a malformed archive is
+    one InvalidArgument naming the archive and the entry, and nothing is loaded from it."""
+    return parse_docker_save_manifest(archive.json("manifest.json"), archive.name)
 
 
 def _load_docker(images: Images, archive: _Archive,
                  seen: set[str]) -> list[tuple[str, list[str]]]:
     loaded = []
     for entry in _docker_entries(archive):
-        config = archive.read(entry["Config"])
+        config = archive.read(entry.config)
         config_blob = images.content.write(config)
         if config_blob.digest in seen:
             continue
         layers = []
-        for path in entry["Layers"]:
+        for path in entry.layers:
             with archive.open(path) as f:
                 blob = images.content.write_stream(f)
             with images.content.open(blob.digest) as f:
-                kind = layerstore.detect_compression(f.read(6))
+                kind = detect_compression(f.read(6))
             if kind not in _LAYER_TYPE:
                 raise InvalidArgument(f"image archive: layer {path}: {kind} compression is not "
                                       "supported")
@@ -424,7 +423,7 @@ def _load_docker(images: Images, archive: _Archive,
         manifest = make_manifest(Descriptor(OCI_CONFIG, config_blob.digest, config_blob.size),
                                  layers)
         manifest_blob = images.content.write(manifest)
-        tags = [str(reference.parse(t)) for t in entry.get("RepoTags") or []]
+        tags = list(entry.repo_tags)
         image = images.commit(manifest_blob.digest, tags=tags)
         seen.add(image.id)
         loaded.append((image.id, tags))

@@ -1,5 +1,6 @@
 """Image manifest formats: OCI image index/manifest/config and Docker schema2 (list, manifest,
-config), their media types both ways, and choosing the manifest for a platform.
+config), their media types both ways, choosing the manifest for a platform, and the
+manifest.json of a `docker save` archive.
 
 Pure: bytes in, frozen dataclasses out; errors are InvalidArgument/NotFound naming the blob.
 """
@@ -7,11 +8,12 @@ Pure: bytes in, frozen dataclasses out; errors are InvalidArgument/NotFound nami
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import reference
 from engine.content import parse_digest
 from engine.errors import InvalidArgument, NotFound
 
@@ -42,7 +44,7 @@ DOCKER_TO_OCI = {
 }
 OCI_TO_DOCKER = {oci: docker for docker, oci in DOCKER_TO_OCI.items()}
 
-# platform.machine() -> (GOARCH, variant)
+# uname machine -> (GOARCH, variant)
 _MACHINES = {
     "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", "v8"),
     "arm64": ("arm64", "v8"), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
@@ -98,7 +100,8 @@ class Index:
 
 def host_platform() -> Platform:
     """This machine's os/architecture/variant in OCI (GOOS/GOARCH) terms."""
-    machine = _platform.machine().lower()
+    # os.uname() is what platform.machine() reads on Linux, without importing `platform`.
+    machine = os.uname().machine.lower()
     arch, variant = _MACHINES.get(machine, (machine, ""))
     return Platform("linux", arch, variant)
 
@@ -228,6 +231,81 @@ def make_manifest(config: Descriptor, layers: Sequence[Descriptor],
     doc = {"schemaVersion": 2, "mediaType": media_type, "config": config.to_json(),
            "layers": [d.to_json() for d in layers]}
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DockerSaveEntry:
+    """One checked entry of a docker-save manifest.json: paths inside the archive, and the
+    RepoTags normalised (`busybox` -> `docker.io/library/busybox:latest`)."""
+
+    config: str
+    repo_tags: tuple[str, ...]
+    layers: tuple[str, ...]
+
+
+def parse_docker_save_manifest(doc: Any, archive: str) -> tuple[DockerSaveEntry, ...]:
+    """The entries of a docker-save `manifest.json` (already parsed from JSON), every one
+    checked: Config a path, Layers a list of paths, RepoTags null or a list of valid names.
+    Anything else is one InvalidArgument naming `archive` and the entry, like
+    `image archive x.tar: manifest.json[0].Layers[1]: is a number (5) (expected ...)`."""
+
+    def invalid(where: str, what: str) -> InvalidArgument:
+        return InvalidArgument(f"image archive {archive}: {where}: {what}")
+
+    if not isinstance(doc, list):
+        raise invalid("manifest.json", f"is {_json_kind(doc)} (expected a list of "
+                      "{Config, RepoTags, Layers} entries)")
+    out = []
+    for n, raw in enumerate(doc):
+        where = f"manifest.json[{n}]"
+        if not isinstance(raw, dict):
+            raise invalid(where, f"is {_json_kind(raw)} (expected an object with Config, "
+                          "RepoTags and Layers)")
+        config = raw.get("Config", _MISSING)
+        if not isinstance(config, str) or not config:
+            raise invalid(f"{where}.Config", f"is {_json_kind(config)} (expected a string: "
+                          "the path of the image config inside the archive)")
+        layers = raw.get("Layers", _MISSING)
+        if not isinstance(layers, list):
+            raise invalid(f"{where}.Layers", f"is {_json_kind(layers)} (expected a list of "
+                          "paths of layer tars inside the archive)")
+        for i, path in enumerate(layers):
+            if not isinstance(path, str) or not path:
+                raise invalid(f"{where}.Layers[{i}]", f"is {_json_kind(path)} (expected a "
+                              "string: the path of a layer tar inside the archive)")
+        tags = raw.get("RepoTags")
+        if not isinstance(tags, list | None):
+            raise invalid(f"{where}.RepoTags", f"is {_json_kind(tags)} (expected a list of "
+                          'image names like "busybox:latest", or null)')
+        repo_tags = []
+        for i, tag in enumerate(tags or ()):
+            if not isinstance(tag, str):
+                raise invalid(f"{where}.RepoTags[{i}]", f"is {_json_kind(tag)} (expected a "
+                              'string: an image name like "busybox:latest")')
+            try:
+                repo_tags.append(str(reference.parse(tag)))
+            except InvalidArgument as error:
+                raise invalid(f"{where}.RepoTags[{i}]", str(error)) from None
+        out.append(DockerSaveEntry(config, tuple(repo_tags), tuple(layers)))
+    return tuple(out)
+
+
+_MISSING = object()
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value as messages name it: `missing`, `null`, `a number (5)`, `a list`..."""
+    if value is _MISSING:
+        return "missing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if isinstance(value, int | float):
+        return f"a number ({json.dumps(value)})"
+    if isinstance(value, str):
+        return f"a string ({value[:60]!r})" if value else "an empty string"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _load(data: bytes, what: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Images: OCI / Docker schema2 formats, platform choice, and the image records of one root.
+"""Image records of one engine root: what images there are, and finding them by name or id.
 
 An image is its config blob (id = config digest), the manifest that lists its layers, and
 the unpacked layers (engine.layers). Records live in the store; blobs in engine.content.
@@ -10,6 +10,11 @@ the unpacked layers (engine.layers). Records live in the store; blobs in engine.
 
 Containers hold images with `hold(image_id, container_id)` / `release(container_id)`;
 `remove()` refuses a held image unless forced (and then only untags it).
+
+Making images (`commit`, `import_rootfs`) lives in engine.imagecommit and removing them
+(`remove`, `prune`, `drop_unreferenced`) in engine.imageremove. `Images` forwards to them,
+importing each on first use, so `import engine.images` stays cheap for name lookups (the tar
+unpacker and the decompressors load only when a layer is actually unpacked).
 """
 
 from __future__ import annotations
@@ -24,20 +29,11 @@ from typing import Any, BinaryIO
 
 from engine import layers as layerstore
 from engine import reference
-from engine.content import Blob, ContentStore, parse_digest
-from engine.errors import Conflict, InvalidArgument, NotFound
-from engine.imageformat import (
-    MANIFEST_TYPES,
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    Descriptor,
-    Platform,
-    host_platform,
-    parse_manifest,
-)
+from engine.content import ContentStore, parse_digest
+from engine.errors import InvalidArgument, NotFound
+from engine.imageformat import MANIFEST_TYPES, Platform
 from engine.layout import Layout
-from engine.store import Store, dumps, loads
+from engine.store import Store, loads
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -72,8 +68,6 @@ CREATE TABLE IF NOT EXISTS image_users (
 CREATE INDEX IF NOT EXISTS image_tags_by_image ON image_tags(image_id);
 CREATE INDEX IF NOT EXISTS image_users_by_user ON image_users(user)
 """
-
-_LAYER_TYPES = {"none": OCI_LAYER, "gzip": OCI_LAYER + "+gzip", "zstd": OCI_LAYER + "+zstd"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +159,15 @@ class Images:
 
     def resolve(self, name_or_id: str) -> Image:
         """By reference (`busybox`, `busybox:1`, `x@sha256:..`), full id or unique id prefix."""
-        found = self._lookup(name_or_id)
+        found = self.lookup(name_or_id)
         if found is None:
             raise NotFound(f"No such image: {name_or_id}")
         return self.get(found[0])
 
-    def _lookup(self, text: str) -> tuple[str, str | None] | None:
-        """(image id, the normalised reference it was found by, or None if by id)."""
+
+    def lookup(self, text: str) -> tuple[str, str | None] | None:
+        """(image id, the normalised reference it was found by, or None if by id), or None
+        when nothing matches. An ambiguous id prefix or a malformed name is InvalidArgument."""
         if text.startswith("sha256:") and len(text) == 71:
             parse_digest(text)
             rows = self.store.query("SELECT id FROM images WHERE id = ?", (text,))
@@ -206,8 +202,15 @@ class Images:
     def layer_dirs(self, image_id: str) -> list[Path]:
         """The image's unpacked layer trees, bottom-first (re-unpacked if one went missing)."""
         image = self.get(image_id)
-        self._ensure_layers([layer.digest for layer in image.layers], image.diff_ids)
+        layerstore.ensure_chain(self.content, [layer.digest for layer in image.layers],
+                                image.diff_ids)
         return [layerstore.layer_path(self.layout, chain) / "diff" for chain in image.chain_ids]
+
+    def layer_tar_size(self, chain: str) -> int:
+        layer = layerstore.get(self.layout, chain)
+        if layer is None:
+            raise NotFound(f"layer {chain} is not unpacked")
+        return layer.tar_size
 
     def inspect(self, name_or_id: str) -> dict[str, Any]:
         """Docker-shaped `image inspect` JSON for one image."""
@@ -258,136 +261,7 @@ class Images:
         return [r[0] for r in self.store.query(
             "SELECT user FROM image_users WHERE image_id = ? ORDER BY user", (image_id,))]
 
-    # -- creating --------------------------------------------------------------------------
-
-    def commit(self, manifest_digest: str, *, tags: Iterable[str] = (),
-               repo_digests: Iterable[str] = (), extra_blobs: Iterable[str] = ()) -> Image:
-        """Registers the image whose manifest (and config and layer blobs) are in the content
-        store: unpacks missing layers (verifying each diff_id), records it, moves `tags`
-        (names, normalised here) onto it. Idempotent."""
-        manifest = parse_manifest(self.content.read(manifest_digest))
-        config = _parse_config(self.content.read(manifest.config.digest), manifest.config)
-        diff_ids = config["rootfs"]["diff_ids"]
-        if len(diff_ids) != len(manifest.layers):
-            raise InvalidArgument(
-                f"image {manifest.config.digest}: the manifest lists {len(manifest.layers)} "
-                f"layers but the config has {len(diff_ids)} diff_ids")
-        for desc in manifest.layers:
-            self._check_layer_blob(desc)
-        chains = layerstore.chain_ids(diff_ids)
-        self._ensure_layers([d.digest for d in manifest.layers], diff_ids)
-        unpacked = [layerstore.get(self.layout, chain) for chain in chains]
-        refs = [LayerRef(desc.digest, desc.media_type, desc.size, diff_id, layer.tar_size)
-                for desc, diff_id, layer in zip(manifest.layers, diff_ids, unpacked, strict=True)
-                if layer is not None]
-        size = sum(ref_layer.size for ref_layer in unpacked if ref_layer is not None)
-        blobs = [manifest_digest, manifest.config.digest, *(r.digest for r in refs),
-                 *extra_blobs]
-        now = now_rfc3339()
-        with self.store.tx() as conn:
-            # Upsert (not REPLACE, which would cascade to the tags); the same image may come
-            # again with another manifest (say compressed differently): keep both's blobs.
-            for row in conn.execute("SELECT blobs FROM images WHERE id = ?",
-                                    (manifest.config.digest,)):
-                blobs += loads(row[0])
-            conn.execute(
-                "INSERT INTO images(id, manifest_digest, manifest_media_type, created, size, os, "
-                "architecture, variant, diff_ids, chain_ids, layers, blobs, added) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                "manifest_digest=excluded.manifest_digest, "
-                "manifest_media_type=excluded.manifest_media_type, layers=excluded.layers, "
-                "blobs=excluded.blobs",
-                (manifest.config.digest, manifest_digest, manifest.media_type,
-                 config.get("created") or now, size, config.get("os", ""),
-                 config.get("architecture", ""), config.get("variant", ""), dumps(diff_ids),
-                 dumps(chains), dumps([_layer_dict(r) for r in refs]),
-                 dumps(sorted(set(blobs))), now))
-            for tag in tags:
-                self._set_tag(conn, reference.parse(tag), manifest.config.digest, now)
-            for digest_ref in repo_digests:
-                conn.execute("INSERT OR REPLACE INTO image_digests(ref, image_id) VALUES (?,?)",
-                             (digest_ref, manifest.config.digest))
-        return self.get(manifest.config.digest)
-
-    def _check_layer_blob(self, desc: Descriptor) -> None:
-        if "foreign" in desc.media_type or "nondistributable" in desc.media_type:
-            raise InvalidArgument(f"layer {desc.digest}: foreign (non-distributable) layers "
-                                  f"are not supported ({desc.media_type})")
-        if not self.content.exists(desc.digest):
-            raise NotFound(f"layer blob {desc.digest} is missing from the content store")
-
-    def _ensure_layers(self, blobs: Sequence[str], diff_ids: Sequence[str]) -> None:
-        """Unpacks each layer not unpacked yet, verifying its diff_id."""
-        parent: str | None = None
-        for digest, diff_id in zip(blobs, diff_ids, strict=True):
-            parent = layerstore.unpack_blob(self.content, digest, parent=parent,
-                                            diff_id=diff_id).chain_id
-
-    def layer_tar_size(self, chain: str) -> int:
-        layer = layerstore.get(self.layout, chain)
-        if layer is None:
-            raise NotFound(f"layer {chain} is not unpacked")
-        return layer.tar_size
-
-    def import_rootfs(self, source: str | os.PathLike[str] | BinaryIO, ref: str | None = None,
-                      changes: Sequence[str] = (), message: str = "",
-                      platform: Platform | None = None) -> Image:
-        """A root filesystem tarball (plain, gzip or zstd) -> a one-layer image.
-
-        `changes` are Dockerfile instructions (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE,
-        LABEL, VOLUME, STOPSIGNAL). Bad changes or a bad reference fail before any work."""
-        from engine.imagechanges import apply_changes
-
-        tags = [str(reference.parse(ref))] if ref else []
-        container_config = apply_changes({}, changes)
-        platform = platform or host_platform()
-        blob = self._ingest(source)
-        with self.content.open(blob.digest) as f:
-            compression = layerstore.detect_compression(f.read(6))
-        if compression not in _LAYER_TYPES:
-            self.drop_unreferenced([blob.digest])
-            raise InvalidArgument(f"import: {compression} layers are not supported "
-                                  "(use a plain, gzip or zstd tar)")
-        try:
-            with self.content.open(blob.digest) as f:
-                layer = layerstore.unpack(self.layout, f, name=f"import {_source_name(source)}")
-        except BaseException:
-            self.drop_unreferenced([blob.digest])
-            raise
-        created = now_rfc3339()
-        config: dict[str, Any] = {
-            "created": created, "architecture": platform.architecture, "os": platform.os,
-            "config": container_config,
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-            "history": [{"created": created, "created_by": "shipyard image import",
-                         "comment": message or f"Imported from {_source_name(source)}"}],
-        }
-        if platform.variant:
-            config["variant"] = platform.variant
-        config_blob = self.content.write(json.dumps(config, separators=(",", ":")).encode())
-        manifest = {
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest,
-                       "size": config_blob.size},
-            "layers": [{"mediaType": _LAYER_TYPES[compression], "digest": blob.digest,
-                        "size": blob.size}],
-        }
-        manifest_blob = self.content.write(json.dumps(manifest, separators=(",", ":")).encode())
-        return self.commit(manifest_blob.digest, tags=tags)
-
-    def _ingest(self, source: str | os.PathLike[str] | BinaryIO) -> Blob:
-        if isinstance(source, (str, os.PathLike)):
-            try:
-                with open(source, "rb") as f:
-                    return self.content.write_stream(f)
-            except FileNotFoundError:
-                raise NotFound(f"no such file: {os.fspath(source)}") from None
-            except IsADirectoryError:
-                raise InvalidArgument(f"{os.fspath(source)} is a directory, not a tar "
-                                      "archive") from None
-        return self.content.write_stream(source)
-
-    # -- tags and removal ------------------------------------------------------------------
+    # -- tags ------------------------------------------------------------------------------
 
     def tag(self, source: str, target: str) -> str:
         """Points `target` (a name, normalised) at the image `source` resolves to."""
@@ -396,120 +270,63 @@ class Images:
         if ref.digest:
             raise InvalidArgument(f"refusing to create a tag with a digest reference: {target}")
         with self.store.tx() as conn:
-            self._set_tag(conn, ref, image.id, now_rfc3339())
+            set_tag(conn, ref, image.id, now_rfc3339())
         return str(ref)
 
-    def _set_tag(self, conn: Any, ref: reference.Reference, image_id: str, now: str) -> None:
-        if ref.digest:
-            conn.execute("INSERT OR REPLACE INTO image_digests(ref, image_id) VALUES (?,?)",
-                         (f"{ref.name}@{ref.digest}", image_id))
-            return
-        conn.execute("INSERT OR REPLACE INTO image_tags(ref, image_id, tagged) VALUES (?,?,?)",
-                     (str(ref.tagged()), image_id, now))
+    # -- making and removing (engine.imagecommit, engine.imageremove) ----------------------
+
+    def commit(self, manifest_digest: str, *, tags: Iterable[str] = (),
+               repo_digests: Iterable[str] = (), extra_blobs: Iterable[str] = ()) -> Image:
+        """Registers the image whose manifest (and config and layer blobs) are in the content
+        store: unpacks missing layers (verifying each diff_id), records it, moves `tags`
+        (names, normalised here) onto it. Idempotent."""
+        from engine.imagecommit import commit
+
+        return commit(self, manifest_digest, tags=tags, repo_digests=repo_digests,
+                      extra_blobs=extra_blobs)
+
+    def import_rootfs(self, source: str | os.PathLike[str] | BinaryIO, ref: str | None = None,
+                      changes: Sequence[str] = (), message: str = "",
+                      platform: Platform | None = None) -> Image:
+        """A root filesystem tarball (plain, gzip or zstd) -> a one-layer image.
+
+        `changes` are Dockerfile instructions (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE,
+        LABEL, VOLUME, STOPSIGNAL). Bad changes or a bad reference fail before any work."""
+        from engine.imagecommit import import_rootfs
+
+        return import_rootfs(self, source, ref, changes, message, platform)
 
     def remove(self, name_or_id: str, force: bool = False) -> list[Removal]:
         """`image rm`: untags; deletes the image when no tag is left and no container uses it.
 
         By id, an image with several tags needs `force`. An image a container uses is never
         deleted: without `force` that is a Conflict, with it the image is only untagged."""
-        found = self._lookup(name_or_id)
-        if found is None:
-            raise NotFound(f"No such image: {name_or_id}")
-        image = self.get(found[0])
-        by_ref = found[1]
-        users = self.users(image.id)
-        refs = list(image.repo_tags) + list(image.repo_digests)
-        if by_ref is not None:
-            remaining = [t for t in image.repo_tags if t != by_ref]
-            if users and not remaining and not force:
-                raise Conflict(f'conflict: unable to remove repository reference "{name_or_id}" '
-                               f"(must force) - container {users[0][:12]} is using its "
-                               f"referenced image {image.short_id}")
-            untag = [by_ref] if remaining else refs
-        else:
-            if users and not force:
-                raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) "
-                               f"- image is being used by container {users[0][:12]}")
-            if len(image.repo_tags) > 1 and not force:
-                raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) "
-                               "- image is referenced in multiple repositories")
-            untag = refs
-        events = self._untag(untag)
-        if not [t for t in image.repo_tags if t not in untag] and not users:
-            events += self._delete(image)
-        return events
+        from engine.imageremove import remove
 
-    def _untag(self, refs: Sequence[str]) -> list[Removal]:
-        events = []
-        with self.store.tx() as conn:
-            for ref in refs:
-                table = "image_digests" if "@" in ref else "image_tags"
-                conn.execute(f"DELETE FROM {table} WHERE ref = ?", (ref,))
-                events.append(Removal("Untagged", reference.parse(
-                    ref, default_tag=False).familiar()))
-        return events
-
-    def _delete(self, image: Image) -> list[Removal]:
-        with self.store.tx() as conn:
-            conn.execute("DELETE FROM images WHERE id = ?", (image.id,))
-        self.drop_unreferenced(image.blobs)
-        self._drop_unused_layers(image.chain_ids)
-        return [Removal("Deleted", image.id)]
+        return remove(self, name_or_id, force)
 
     def prune(self, all: bool = False) -> tuple[list[Removal], int]:
         """Deletes dangling images (every unused image with `all`); returns the steps and
         the bytes reclaimed (unpacked layers removed)."""
-        before = {layer.chain_id: layer.size for layer in layerstore.list_layers(self.layout)}
-        events: list[Removal] = []
-        for image in self.list():
-            if self.users(image.id) or (image.repo_tags and not all):
-                continue
-            events += self._untag(list(image.repo_tags) + list(image.repo_digests))
-            events += self._delete(image)
-        after = {layer.chain_id for layer in layerstore.list_layers(self.layout)}
-        return events, sum(size for chain, size in before.items() if chain not in after)
+        from engine.imageremove import prune
 
-    def _referenced(self, column: str) -> set[str]:
-        used: set[str] = set()
-        for row in self.store.query(f"SELECT {column} FROM images"):
-            used.update(loads(row[0]))
-        return used
+        return prune(self, all)
 
     def drop_unreferenced(self, blobs: Iterable[str]) -> None:
         """Deletes those of `blobs` that no image record lists."""
-        used = self._referenced("blobs")
-        for digest in blobs:
-            if digest not in used:
-                self.content.delete(digest)
+        from engine.imageremove import drop_unreferenced
 
-    def _drop_unused_layers(self, chains: Iterable[str]) -> None:
-        used = self._referenced("chain_ids")
-        for chain in chains:
-            if chain not in used:
-                layerstore.remove(self.layout, chain)
+        drop_unreferenced(self, blobs)
 
 
-def _parse_config(data: bytes, desc: Descriptor) -> dict[str, Any]:
-    try:
-        config = json.loads(data)
-        diff_ids = config["rootfs"]["diff_ids"]
-        if not isinstance(diff_ids, list):
-            raise TypeError("rootfs.diff_ids is not a list")
-        for diff_id in diff_ids:
-            parse_digest(diff_id)
-    except (ValueError, KeyError, TypeError) as error:
-        raise InvalidArgument(f"image config {desc.digest} is not a valid image config "
-                              f"({error})") from None
-    return config
-
-
-def _layer_dict(ref: LayerRef) -> dict[str, Any]:
-    return {"digest": ref.digest, "media_type": ref.media_type, "size": ref.size,
-            "diff_id": ref.diff_id, "tar_size": ref.tar_size}
-
-
-def _source_name(source: object) -> str:
-    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "-"
+def set_tag(conn: Any, ref: reference.Reference, image_id: str, now: str) -> None:
+    """Points `ref` (a tag, or a name@digest) at `image_id` inside transaction `conn`."""
+    if ref.digest:
+        conn.execute("INSERT OR REPLACE INTO image_digests(ref, image_id) VALUES (?,?)",
+                     (f"{ref.name}@{ref.digest}", image_id))
+        return
+    conn.execute("INSERT OR REPLACE INTO image_tags(ref, image_id, tagged) VALUES (?,?,?)",
+                 (str(ref.tagged()), image_id, now))
 
 
 DOCKER_CONFIG_DEFAULTS: dict[str, Any] = {
