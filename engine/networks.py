@@ -19,8 +19,8 @@ killed removal leaves a record that the next removal finishes. `connect` and
 `disconnect_all` first drop whatever a killed earlier attempt left for the container (its
 lease, endpoint row, names, host veth).
 
-Netlink requests go through the small `engine.rtnl` client (pyroute2 costs ~250 ms to
-import); the calls are synchronous, so async callers run them in a worker thread.
+The kernel steps (bridges, veth pairs, interface names) are `engine.netdevs`; the calls are
+synchronous, so async callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import hashlib
 import os
 import re
 import secrets
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,13 +41,13 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from engine import netns
+from engine import netdevs, netns
 from engine.dns import Dns
 from engine.egress import Egress
-from engine.errors import AlreadyExists, Conflict, Error, InvalidArgument, NotFound, Unavailable
-from engine.ipam import DEFAULT_POOLS, Ipam, Pool, SubnetConfig
+from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
+from engine.ipam import DEFAULT_POOLS, Ipam, Pool
 from engine.layout import Layout
-from engine.rtnl import Rtnl
+from engine.netdevs import bridge_name, host_networks, mac_for, veth_name
 from engine.store import Store, dumps, loads
 
 DEFAULT_NETWORK = "bridge"
@@ -122,77 +121,6 @@ class Endpoint:
     aliases: tuple[str, ...]
     gw_priority: int
     internal: bool
-
-
-def bridge_name(network_id: str) -> str:
-    return "sy-" + hashlib.sha256(network_id.encode()).hexdigest()[:12]
-
-
-def veth_name(network_id: str, container_id: str) -> str:
-    return "sy" + hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()[:13]
-
-
-def mac_for(ip: IPv4Address) -> str:
-    """A locally administered MAC derived from the address (Docker's 02:42:<ip> scheme)."""
-    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
-
-
-def host_networks() -> list[IPv4Network]:
-    """Every IPv4 subnet the host already uses: its addresses and its routes (not default)."""
-    with Rtnl() as rt:
-        return sorted(rt.ipv4_networks())
-
-
-def _rtnl(path: str | None = None) -> Rtnl:
-    """A netlink client on the host, or inside the namespace at `path`."""
-    if path is None:
-        return Rtnl()
-    return Rtnl(netns.socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                0))
-
-
-def _side_by_side(*steps: Callable[[], object]) -> None:
-    """Runs the steps at once (the first here, the others in threads), waits for all, and
-    raises the first failure."""
-    failures: list[BaseException] = []
-
-    def run(step: Callable[[], object]) -> None:
-        try:
-            step()
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(step,), name="shipyard-teardown")
-               for step in steps[1:]]
-    for thread in threads:
-        thread.start()
-    run(steps[0])
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-
-
-def _delete_link(ifname: str) -> None:
-    """Deletes a host link by name (idempotent; also when its peer's namespace is going away
-    at the same time)."""
-    if not os.path.exists(f"/sys/class/net/{ifname}"):
-        return  # gone already (a repeated or resumed release): no netlink round trip
-    try:
-        with _rtnl() as rt:
-            rt.delete_link(ifname)
-    except OSError as exc:
-        raise _netlink_error(exc, f"deleting {ifname}") from None
-
-
-def _netlink_error(exc: Exception, what: str) -> Error:
-    code = getattr(exc, "errno", None)
-    message = os.strerror(code) if isinstance(code, int) else str(exc)
-    if code == errno.EEXIST:
-        return Conflict(f"{what}: {message}")
-    if code == errno.EPERM:
-        return Unavailable(f"{what}: needs root (CAP_NET_ADMIN)")
-    return Unavailable(f"{what}: {message}")
 
 
 def _parse_mtu(value: object) -> int | None:
@@ -340,7 +268,7 @@ class Networks:
                              (network_id, name, "bridge", created, int(internal),
                               int(attachable), dumps(dict(labels or {})), dumps(opts), bridge,
                               mtu))
-                _make_bridge(bridge, config, mtu)  # last: the transaction commits right after
+                netdevs.make_bridge(bridge, config, mtu)  # last: the commit follows
             try:
                 self.egress.add(network_id, bridge, config.subnet, internal=internal,
                                 masquerade=opts.get(MASQUERADE_OPTION, "true") != "false")
@@ -379,7 +307,7 @@ class Networks:
         with self._host_lock():  # a creation in progress finishes first
             gone = bridge_gone()
             if gone:
-                _make_bridge(net.bridge, self.ipam.config(net.id), net.mtu)
+                netdevs.make_bridge(net.bridge, self.ipam.config(net.id), net.mtu)
             if gone or not self.complete(net):
                 self.egress.remove(net.id)
                 self.egress.add(net.id, net.bridge, net.subnet, internal=net.internal,
@@ -406,7 +334,7 @@ class Networks:
         # ~15 ms to drop the rules, the resolver ~15 ms to let the network go.
         _side_by_side(lambda: self.dns.remove_network(network_id),
                       lambda: self.egress.remove(network_id),
-                      lambda: _delete_link(bridge))
+                      lambda: netdevs.delete_link(bridge))
         with self.store.tx() as conn:
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ?", (network_id,))
             conn.execute("DELETE FROM networks WHERE id = ?", (network_id,))
@@ -479,7 +407,7 @@ class Networks:
         ip, config = self.ipam.lease(net.id, container_id, ipv4_address, holder_label=label)
         mac = (mac_address or mac_for(ip)).lower()
         try:
-            ifname = _plug(path, net.bridge, host_if, ip, config, mac, mtu)
+            ifname = netdevs.plug(path, net.bridge, host_if, ip, config, mac, mtu)
             names = [name, *aliases, *dns_names, container_id[:12]]
             # One transaction for the endpoint and its names (fewer writers queueing for the
             # database); the publish waits until it has committed.
@@ -556,7 +484,7 @@ class Networks:
                 reroute: str | None) -> None:
         """Veth, then names, endpoint row and lease in one transaction (each step
         idempotent); then the default route of the namespace at `reroute`, when it lives on."""
-        _delete_link(host_if)  # takes the peer inside the namespace with it
+        netdevs.delete_link(host_if)  # takes the peer inside the namespace with it
         with self.dns.batch(), self.store.tx() as conn:
             self.dns.unregister(network_id, container_id)
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ? AND "
@@ -571,12 +499,12 @@ class Networks:
             "SELECT e.ifname, e.network_id FROM network_endpoints e JOIN networks n "
             "ON n.id = e.network_id WHERE e.netns = ? AND n.internal = 0 "
             "ORDER BY e.gw_priority DESC, e.seq", (path,))
-        with _rtnl(path) as rt:
+        with netdevs.rtnl(path) as rt:
             if not rows:
                 try:
                     rt.delete_default_route()
                 except OSError as exc:
-                    raise _netlink_error(exc, "removing the default route") from None
+                    raise netdevs.netlink_error(exc, "removing the default route") from None
                 return
             best = rows[0]
             gateway = self.ipam.config(best["network_id"]).gateway
@@ -586,65 +514,7 @@ class Networks:
                     raise OSError(errno.ENODEV, f"{best['ifname']} is missing")
                 rt.replace_default_route(gateway, index)
             except OSError as exc:
-                raise _netlink_error(exc, f"default route via {gateway}") from None
-
-
-# ---------------------------------------------------------------------- kernel steps
-
-def _make_bridge(bridge: str, config: SubnetConfig, mtu: int | None) -> None:
-    with _rtnl() as rt:
-        if rt.index(bridge) is not None:
-            raise Conflict(f"a network interface named {bridge!r} already exists")
-        try:
-            # A fixed MAC: otherwise the bridge takes the lowest MAC of its ports, which
-            # changes as containers come and go and leaves stale ARP entries for the gateway.
-            rt.add_bridge(bridge, mac_for(config.gateway), mtu)
-        except OSError as exc:
-            raise _netlink_error(exc, f"creating bridge {bridge}") from None
-        try:
-            index = rt.index(bridge)
-            assert index is not None
-            rt.add_address(index, config.gateway, config.subnet.prefixlen)
-            rt.set_link(index, up=True)
-        except OSError as exc:
-            rt.delete_link(bridge)
-            raise _netlink_error(exc, f"configuring bridge {bridge}") from None
-
-
-def _plug(path: str, bridge: str, host_if: str, ip: IPv4Address, config: SubnetConfig,
-          mac: str, mtu: int | None) -> str:
-    """Creates the veth pair with its inner end already in the namespace and configures both
-    ends; returns the inner interface name."""
-    with _rtnl(path) as inner:
-        taken = inner.links()
-        ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        with _rtnl() as rt:
-            bridge_index = rt.index(bridge)
-            if bridge_index is None:
-                os.close(fd)
-                raise Unavailable(f"bridge {bridge} is missing (remove and recreate the network)")
-            try:
-                rt.add_veth(host_if, ifname, fd, mac, mtu)
-            except OSError as exc:
-                raise _netlink_error(exc, f"creating veth {host_if}") from None
-            finally:
-                os.close(fd)
-            try:
-                index = rt.index(host_if)
-                assert index is not None
-                rt.set_link(index, up=True, master=bridge_index)
-            except OSError as exc:
-                raise _netlink_error(exc, f"attaching {host_if} to {bridge}") from None
-        try:
-            index = inner.index(ifname)
-            assert index is not None
-            inner.add_address(index, ip, config.subnet.prefixlen)
-            inner.set_link(index, up=True)
-            inner.set_link(taken["lo"], up=True)
-        except OSError as exc:
-            raise _netlink_error(exc, f"configuring {ifname}") from None
-    return ifname
+                raise netdevs.netlink_error(exc, f"default route via {gateway}") from None
 
 
 def _endpoint_id(ep: Endpoint) -> str:
@@ -671,3 +541,25 @@ def _matches(net: Network, filters: Mapping[str, Sequence[str]]) -> bool:
             raise InvalidArgument(f"network filter {key!r} is not supported "
                                   "(expected name, id, driver or label)")
     return True
+
+
+def _side_by_side(*steps: Callable[[], object]) -> None:
+    """Runs the steps at once (the first here, the others in threads), waits for all, and
+    raises the first failure."""
+    failures: list[BaseException] = []
+
+    def run(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(step,), name="shipyard-teardown")
+               for step in steps[1:]]
+    for thread in threads:
+        thread.start()
+    run(steps[0])
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]

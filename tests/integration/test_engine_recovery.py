@@ -161,8 +161,8 @@ def test_start_after_a_killed_start(root: Root, step: str) -> None:
 # ---- 2. a connect killed after its lease ----------------------------------------------------
 
 @pytest.mark.parametrize(("step", "when"), [
-    ("engine.networks:_plug", "before"),       # lease taken, nothing in the kernel
-    ("engine.networks:_plug", "after"),        # lease and veth, no endpoint row
+    ("engine.netdevs:plug", "before"),       # lease taken, nothing in the kernel
+    ("engine.netdevs:plug", "after"),        # lease and veth, no endpoint row
 ])
 def test_connect_after_a_killed_connect(root: Root, step: str, when: str) -> None:
     net = root.engine.networks.create_network("app")
@@ -180,7 +180,7 @@ def test_connect_after_a_killed_connect(root: Root, step: str, when: str) -> Non
 
 
 @pytest.mark.parametrize(("step", "when"), [
-    ("engine.networks:_plug", "after"),                # lease and veth, no endpoint row
+    ("engine.netdevs:plug", "after"),                # lease and veth, no endpoint row
     ("engine.networks:Networks._route", "before"),     # endpoint row, no names yet
 ])
 def test_disconnect_all_drops_what_a_killed_connect_left(root: Root, step: str,
@@ -235,7 +235,7 @@ def test_a_container_starts_on_an_unfinished_network(root: Root) -> None:
 
 # ---- 4. a network removal killed half-way ---------------------------------------------------
 
-@pytest.mark.parametrize("step", ["engine.egress:Egress.remove", "engine.networks:_delete_link",
+@pytest.mark.parametrize("step", ["engine.egress:Egress.remove", "engine.netdevs:delete_link",
                                   "engine.ipam:Ipam.release_network"])
 def test_remove_after_a_killed_remove(root: Root, step: str) -> None:
     net = root.engine.networks.create_network("app")
@@ -254,7 +254,7 @@ def test_sweep_drops_names_of_networks_without_record(root: Root) -> None:
     net = nets.create_network("app")
     with nets.store.tx() as conn:  # what a removal killed under the old order left
         conn.execute("DELETE FROM networks WHERE id = ?", (net.id,))
-    from engine.networks import _delete_link
+    from engine.netdevs import delete_link as _delete_link
 
     _delete_link(net.bridge)
     assert nets.sweep() == [net.id]

@@ -1,0 +1,126 @@
+"""The kernel side of bridge networks: interface names, and the netlink steps that make and
+delete bridges and veth pairs (through the small `engine.rtnl` client; pyroute2 costs
+~250 ms to import). Records, leases and locking are `engine.networks`' business.
+
+Names derive from ids only: a bridge is `sy-<hash of network id>`, the host end of an
+endpoint's veth `sy<hash of network and container>`, so a name can always be recomputed
+to find what a killed command left.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import socket
+from ipaddress import IPv4Address, IPv4Network
+
+from engine import netns
+from engine.errors import Conflict, Error, Unavailable
+from engine.ipam import SubnetConfig
+from engine.rtnl import Rtnl
+
+
+def bridge_name(network_id: str) -> str:
+    return "sy-" + hashlib.sha256(network_id.encode()).hexdigest()[:12]
+
+
+def veth_name(network_id: str, container_id: str) -> str:
+    return "sy" + hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()[:13]
+
+
+def mac_for(ip: IPv4Address) -> str:
+    """A locally administered MAC derived from the address (Docker's 02:42:<ip> scheme)."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def host_networks() -> list[IPv4Network]:
+    """Every IPv4 subnet the host already uses: its addresses and its routes (not default)."""
+    with Rtnl() as rt:
+        return sorted(rt.ipv4_networks())
+
+
+def rtnl(path: str | None = None) -> Rtnl:
+    """A netlink client on the host, or inside the namespace at `path`."""
+    if path is None:
+        return Rtnl()
+    return Rtnl(netns.socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                0))
+
+
+def delete_link(ifname: str) -> None:
+    """Deletes a host link by name (idempotent; also when its peer's namespace is going away
+    at the same time)."""
+    if not os.path.exists(f"/sys/class/net/{ifname}"):
+        return  # gone already (a repeated or resumed release): no netlink round trip
+    try:
+        with rtnl() as rt:
+            rt.delete_link(ifname)
+    except OSError as exc:
+        raise netlink_error(exc, f"deleting {ifname}") from None
+
+
+def netlink_error(exc: Exception, what: str) -> Error:
+    code = getattr(exc, "errno", None)
+    message = os.strerror(code) if isinstance(code, int) else str(exc)
+    if code == errno.EEXIST:
+        return Conflict(f"{what}: {message}")
+    if code == errno.EPERM:
+        return Unavailable(f"{what}: needs root (CAP_NET_ADMIN)")
+    return Unavailable(f"{what}: {message}")
+
+
+def make_bridge(bridge: str, config: SubnetConfig, mtu: int | None) -> None:
+    with rtnl() as rt:
+        if rt.index(bridge) is not None:
+            raise Conflict(f"a network interface named {bridge!r} already exists")
+        try:
+            # A fixed MAC: otherwise the bridge takes the lowest MAC of its ports, which
+            # changes as containers come and go and leaves stale ARP entries for the gateway.
+            rt.add_bridge(bridge, mac_for(config.gateway), mtu)
+        except OSError as exc:
+            raise netlink_error(exc, f"creating bridge {bridge}") from None
+        try:
+            index = rt.index(bridge)
+            assert index is not None
+            rt.add_address(index, config.gateway, config.subnet.prefixlen)
+            rt.set_link(index, up=True)
+        except OSError as exc:
+            rt.delete_link(bridge)
+            raise netlink_error(exc, f"configuring bridge {bridge}") from None
+
+
+def plug(path: str, bridge: str, host_if: str, ip: IPv4Address, config: SubnetConfig,
+          mac: str, mtu: int | None) -> str:
+    """Creates the veth pair with its inner end already in the namespace and configures both
+    ends; returns the inner interface name."""
+    with rtnl(path) as inner:
+        taken = inner.links()
+        ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        with rtnl() as rt:
+            bridge_index = rt.index(bridge)
+            if bridge_index is None:
+                os.close(fd)
+                raise Unavailable(f"bridge {bridge} is missing (remove and recreate the network)")
+            try:
+                rt.add_veth(host_if, ifname, fd, mac, mtu)
+            except OSError as exc:
+                raise netlink_error(exc, f"creating veth {host_if}") from None
+            finally:
+                os.close(fd)
+            try:
+                index = rt.index(host_if)
+                assert index is not None
+                rt.set_link(index, up=True, master=bridge_index)
+            except OSError as exc:
+                raise netlink_error(exc, f"attaching {host_if} to {bridge}") from None
+        try:
+            index = inner.index(ifname)
+            assert index is not None
+            inner.add_address(index, ip, config.subnet.prefixlen)
+            inner.set_link(index, up=True)
+            inner.set_link(taken["lo"], up=True)
+        except OSError as exc:
+            raise netlink_error(exc, f"configuring {ifname}") from None
+    return ifname
