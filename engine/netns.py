@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import socket
 import threading
@@ -164,8 +165,17 @@ def delete(path: str | os.PathLike[str], layout: Layout | None = None) -> None:
 
 def exists(path: str | os.PathLike[str]) -> bool:
     """True when `path` is a live network namespace handle (an nsfs mount)."""
-    fields = mountinfo.find(Path(path).absolute())
-    return fields is not None and mountinfo.fstype(fields) == "nsfs"
+    # A stat, not a mount-table scan: every namespace file lives on the one nsfs
+    # superblock, so an nsfs mount at `path` has nsfs's device, a plain file does not.
+    try:
+        return os.stat(path).st_dev == _nsfs_device()
+    except OSError:
+        return False
+
+
+@functools.cache
+def _nsfs_device() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
 
 
 def list_names(layout: Layout) -> list[str]:

@@ -88,7 +88,8 @@ def mount_rootfs(container_dir: Path, layer_dirs: Sequence[Path]) -> Path:
     returns that path."""
     spec = prepare(container_dir, layer_dirs)
     target = rootfs_path(container_dir)
-    if is_mounted(target):
+    # An overlay has a device of its own: two stats instead of a mount-table scan.
+    if os.path.ismount(target):
         return target
     _mount_overlay(spec, layer_dirs, target)
     return target
