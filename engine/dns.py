@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -253,6 +254,11 @@ class Dns:
             tmp.write_text(json.dumps(data, sort_keys=True))
             os.replace(tmp, self.dir / "records.json")
             state = self._control()
+            if state is None and self._resolver_lock_held():
+                # Started (perhaps by another command, gone since) and not listening yet: it
+                # reads these records when it is; wait for that, so that a removal sees it
+                # leave instead of taking it for absent.
+                state = self._await_control()
             if state is None and data["networks"]:
                 # Not waited for here: it reads the records just written when it starts,
                 # and the next publish (a container's names, before that container
@@ -270,11 +276,44 @@ class Dns:
     def resolver_pid(self) -> int | None:
         with self._publishing:
             self._settle()
-        try:
-            text = (self.dir / "resolver.pid").read_text().strip()
-        except OSError:
+        return self._live_pid()
+
+    def _live_pid(self) -> int | None:
+        """The running resolver's pid (None while none runs, or one is still starting)."""
+        if not self._resolver_lock_held():
             return None
-        return int(text) if text and Path(f"/proc/{text}").exists() else None
+        try:
+            return int((self.dir / "resolver.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _resolver_lock_held(self) -> bool:
+        """Whether a resolver runs or is starting: it holds the pid file's lock from before
+        it is spawned (the spawner takes it and hands it over) until it exits."""
+        try:
+            fd = os.open(self.dir / "resolver.pid", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # (also drops the shared lock, if we got it)
+        return False
+
+    def _await_control(self) -> dict | None:
+        """Polls the control socket of a starting resolver until it answers (its state), or
+        it has gone (None)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            state = self._control()
+            if state is not None:
+                return state
+            if not self._resolver_lock_held():
+                return None
+            time.sleep(0.005)
+        raise Unavailable(f"the DNS resolver does not answer (see {self.dir}/resolver.log)")
 
     def _control(self) -> dict | None:
         path = self.dir / "control.sock"
@@ -288,20 +327,33 @@ class Dns:
                 reply = sock.makefile("rb").readline()
             except (ConnectionRefusedError, FileNotFoundError):
                 return None  # a resolver that died; its socket file stays behind
+            except (ConnectionResetError, BrokenPipeError):
+                return None  # one that is exiting (it had no network left) drops requests
             except OSError as exc:
                 raise Unavailable(f"the DNS resolver does not answer: {exc}") from None
         return json.loads(reply) if reply else None
 
     def _spawn(self) -> None:
-        log_file = os.open(self.dir / "resolver.log",
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # The pid file's lock is taken here and handed to the resolver: from this moment
+        # every process can tell that one is starting (see _resolver_lock_held).
+        lock = os.open(self.dir / "resolver.pid", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            self._starting = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(SERVER), "--daemon", str(self.dir)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
-                start_new_session=True, close_fds=True, cwd="/")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # one is starting or running: the next publish reaches it
+            log_file = os.open(self.dir / "resolver.log",
+                               os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                self._starting = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(SERVER), "--daemon", "--lock-fd",
+                     str(lock), str(self.dir)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
+                    pass_fds=(lock,), start_new_session=True, close_fds=True, cwd="/")
+            finally:
+                os.close(log_file)
         finally:
-            os.close(log_file)
+            os.close(lock)
 
     def _settle(self) -> dict | None:
         """Waits for the first word of a resolver this object started (its state, or that

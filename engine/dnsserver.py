@@ -1,6 +1,6 @@
 """The embedded DNS resolver: one process per engine root, standard library only.
 
-Run as `python -I -S dnsserver.py [--daemon] RUNDIR`. RUNDIR holds:
+Run as `python -I -S dnsserver.py [--daemon] [--lock-fd N] RUNDIR`. RUNDIR holds:
 - records.json   what to answer, rewritten atomically by engine/dns.py:
                  {"port": 53, "upstreams": [[host, port], ...],
                   "networks": {GATEWAY: {"id", "name", "names": {name: [ip, ...]},
@@ -506,21 +506,27 @@ def _close_stdout() -> None:
 def main(argv: list[str]) -> int:
     daemon = "--daemon" in argv
     args = [a for a in argv if a != "--daemon"]
+    held = None  # the engine took the pid file's lock for us and passed it (--lock-fd N)
+    if len(args) == 3 and args[0] == "--lock-fd" and args[1].isdigit():
+        held, args = int(args[1]), args[2:]
     if len(args) != 1:
-        print("usage: dnsserver.py [--daemon] RUNDIR", file=sys.stderr)
+        print("usage: dnsserver.py [--daemon] [--lock-fd N] RUNDIR", file=sys.stderr)
         return 2
     rundir = args[0]
     if daemon and os.fork() != 0:
         os._exit(0)  # the engine waits for this parent; the child is adopted by init
-    lock = os.open(os.path.join(rundir, "resolver.pid"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            raise
-        with contextlib.suppress(OSError):  # nobody may be reading any more
-            os.write(1, b'{"running": true}\n')
-        return 0
+    if held is not None:
+        lock = held
+    else:
+        lock = os.open(os.path.join(rundir, "resolver.pid"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            with contextlib.suppress(OSError):  # nobody may be reading any more
+                os.write(1, b'{"running": true}\n')
+            return 0
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     try:

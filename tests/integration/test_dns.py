@@ -253,3 +253,20 @@ def test_a_container_on_two_networks_resolves_both_and_others_only_their_own(env
     # Leaving n2, A stops seeing C.
     env.nets.disconnect("n2", C1)
     assert query(a, g1, "c") == (wire.NXDOMAIN, [])
+
+
+def test_a_removal_right_after_another_commands_create_waits_for_the_resolver(env) -> None:
+    # `up` creates the network (the resolver starts in the background) and stops early (a
+    # failed pull); `down`, another process, removes the network while the resolver is still
+    # booting: it must see the resolver go, not take it for absent and leave it running.
+    env.nets.create_network("early")
+    starting = env.dns._starting
+    assert starting is not None, "creation no longer leaves the resolver starting"
+    other = Networks(env.layout, env.nets.store,
+                     dns=Dns(env.layout, env.nets.store, upstreams=[env.upstream.address]))
+    other.remove_network("early")
+    assert other.dns.resolver_pid() is None
+    env.dns._starting = None
+    starting.stdout.close()
+    starting.wait(5)
+    # (the fixture's leak check finds any resolver process still running)
