@@ -44,6 +44,17 @@ def hierarchies(mountinfo: str | None = None) -> dict[str, str]:
     return {"unified": v2} if v2 else {}
 
 
+_remembered: dict[str, str] | None = None
+
+
+def remember_hierarchies() -> None:
+    """Reads the mount table once for every later `Cgroup` of this process and its children
+    (the fork server does, for the shims it forks: hosts do not remount cgroups under a
+    running command)."""
+    global _remembered
+    _remembered = hierarchies()
+
+
 def _write(path: str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -53,8 +64,16 @@ def _write(path: str, value: str) -> None:
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # no io objects: see state.read_bytes
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 class Cgroup:
@@ -64,7 +83,9 @@ class Cgroup:
 
     def __init__(self, path: str, mounts: dict[str, str] | None = None) -> None:
         self.path = "/" + path.strip("/")
-        self.mounts = hierarchies() if mounts is None else mounts
+        if mounts is None:
+            mounts = _remembered if _remembered is not None else hierarchies()
+        self.mounts = mounts
         self.v2 = "unified" in self.mounts
 
     def dirs(self) -> list[str]:

@@ -5,13 +5,15 @@ containers (`up`) instead starts this server once and has it fork each shim (~1 
 engine may have threads, so it never forks shims itself: this process is single-threaded.
 
 Protocol (one SOCK_SEQPACKET socket inherited as the last argv item, the idle limit before
-it): a request is one
-message, the container directory, carrying the shim's status fd (SCM_RIGHTS); the reply is
-one message "<pid> <wait status>" of the first child, which setsid()s, keeps only stdio and
-the status fd, and runs the shim exactly as `launch.start` runs a fresh one (the shim's own
-second fork makes it outlive everything), or "error <message>". The server exits at EOF (the
-engine closed its end, or died) or after IDLE seconds without a request (it then shuts its
-end for reading, so later sends fail at once, and serves what was already queued).
+it): a request is one message, the container directory, carrying the shim's status fd
+(SCM_RIGHTS); the reply is one message "<pid> 0" of the shim, forked at once: it setsid()s,
+keeps only stdio and the status fd, and runs the shim as `launch.start` runs a fresh one,
+minus the second fork (nobody waits for it: the server ignores SIGCHLD, so the kernel reaps
+the shims that end while it lives, and init adopts the others when it exits); or "error
+<message>". The server exits at EOF (the engine closed its end, or died) or after IDLE
+seconds without a request (it then shuts its end for reading, so later sends fail at once,
+and serves what was already queued). Before serving it computes what every shim would
+(`_prepare`): the children inherit it.
 
 Server side: stdlib C modules only (the shims inherit its memory). Client side: `Client`.
 """
@@ -29,12 +31,16 @@ MAXFD = 1 << 20
 # ---- the server (runs in the helper process) ---------------------------------------------
 
 def serve(fd: int, idle: float = IDLE) -> None:
+    import _signal
     import gc
 
     import shim  # already imported by the -c code; what every child runs
 
     sock = _socket.socket(fileno=fd)
     sock.settimeout(idle)
+    _prepare()
+    # The shims are our children until we exit: the kernel reaps them (each resets this).
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     gc.freeze()  # the children share what exists now: keep the collector off those pages
     while True:
         try:
@@ -53,6 +59,25 @@ def serve(fd: int, idle: float = IDLE) -> None:
     sock.close()
 
 
+def _prepare() -> None:
+    """What every shim and container would otherwise compute for itself, done once here:
+    the cgroup hierarchies (from the mount table) and the host's cgroup symlinks, the
+    kernel's last capability, and the BPF program of the default seccomp profile
+    (libseccomp takes ~1 ms per profile)."""
+    import caps
+    import cgroups
+    import init
+    import seccomp
+
+    try:
+        cgroups.remember_hierarchies()
+        init.kernel_last_cap()
+        init.host_cgroup_links()
+        seccomp.program(seccomp.profile(caps.DEFAULT, os.uname().machine))
+    except OSError:
+        pass  # each shim finds out for itself, and reports it
+
+
 def _handle(sock: object, shim: object, request: tuple) -> None:
     msg, ancillary, _flags, _ = request
     fds = _fds(ancillary)
@@ -62,6 +87,8 @@ def _handle(sock: object, shim: object, request: tuple) -> None:
         _reply(sock, "error bad request")
         return
     status_fd = fds[0]
+    import tracing as trace
+    trace.mark("server:request")
     try:
         pid = os.fork()
     except OSError as e:
@@ -71,8 +98,8 @@ def _handle(sock: object, shim: object, request: tuple) -> None:
     if pid == 0:
         _child(shim, msg.decode(), status_fd)
     os.close(status_fd)
-    _, status = os.waitpid(pid, 0)
-    _reply(sock, f"{pid} {status}")
+    _reply(sock, f"{pid} 0")
+    trace.mark("server:forked")
 
 
 def _fds(ancillary: list) -> list[int]:
@@ -93,7 +120,7 @@ def _reply(sock: object, text: str) -> None:
 
 
 def _child(shim: object, container_dir: str, status_fd: int) -> None:
-    """The first child: as fresh a start as a new interpreter's, then the shim. Never
+    """The shim: as fresh a start as a new interpreter's, in a session of its own. Never
     returns."""
     code = 1
     try:
@@ -104,10 +131,17 @@ def _child(shim: object, container_dir: str, status_fd: int) -> None:
         if status_fd != 3:
             os.dup2(status_fd, 3)
             os.close(status_fd)
-        os.closerange(4, MAXFD)
+        import tracing as trace
+        if trace._fd > 4:
+            os.closerange(4, trace._fd)
+            os.closerange(trace._fd + 1, MAXFD)
+        else:
+            os.closerange(4, MAXFD)
+        trace.mark("shim:forked")
         _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-        shim.start(container_dir, 3)  # type: ignore[attr-defined]
+        shim.start(container_dir, 3, detached=True)  # type: ignore[attr-defined]
         code = 0
     except BaseException:
         code = 1

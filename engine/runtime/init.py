@@ -2,15 +2,18 @@
 
 Lifecycle, driven by the single-threaded shim (shim.Shim.begin/complete):
 
-  shim --fork--> stage 1: joins the cgroup, joins/creates namespaces (unshare), forks
-                 stage 2 (the first process of the new PID namespace), reports its pid
-                 over a pipe and exits; the shim, a child subreaper, adopts stage 2.
-  stage 2 (PID 1): own session (setsid), stdio, rootfs: private propagation, spec mounts,
-                 /dev nodes and links, /sys/fs/cgroup, pivot_root, sysctls, masked and
-                 read-only paths, read-only root, hostname; then the process: rlimits,
-                 capability bounding set, user and groups, capabilities, no_new_privs,
-                 seccomp, cwd, execve.
-  With `init: true` stage 2 forks the container process and stays as PID 1: it forwards
+  shim: `pid_namespace` (unshare or setns for its children only), fork, restore; the child
+        is the container's first process (PID 1 of a new PID namespace), the shim's own
+        child, so no second fork and no adoption. The shim then moves it into the cgroup
+        (on cgroup v1 that may wait ~10 ms for an RCU grace period) while it works:
+  child (`start`): own session (setsid), joins/creates its other namespaces (network, ipc,
+        uts, mount), stdio, rootfs: private propagation, spec mounts, /dev nodes and links,
+        /sys/fs/cgroup, pivot_root, sysctls, masked and read-only paths, read-only root,
+        hostname, rlimits; then waits until it is in the cgroup, creates the cgroup
+        namespace (rooted there), and the process: capability bounding set, user and groups,
+        capabilities, no_new_privs, seccomp (a BPF program compiled once per profile), cwd,
+        execve.
+  With `init: true` the child forks the container process and stays as PID 1: it forwards
   signals to it, reaps orphans and exits with its status (Python is not in the image, so
   the reaper is this already-loaded interpreter, not a file in the rootfs).
 
@@ -34,6 +37,10 @@ except ImportError:  # imported by path from the shim
     import cgroups  # type: ignore[no-redef]
     import seccomp  # type: ignore[no-redef]
     import syscalls  # type: ignore[no-redef]
+try:
+    from . import tracing as trace
+except ImportError:
+    import tracing as trace  # type: ignore[no-redef]
 
 S = syscalls
 TIOCSCTTY = 0x540E
@@ -114,7 +121,15 @@ def secure_join(root: str, path: str) -> str:
 
 
 def _mkdir_p(path: str, mode: int = 0o755) -> None:
-    os.makedirs(path, mode=mode, exist_ok=True)
+    """os.makedirs(exist_ok=True) with fewer syscalls in the common cases (the directory
+    exists, or only its last component is missing)."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        os.makedirs(path, mode=mode, exist_ok=True)
 
 
 def _touch(path: str) -> None:
@@ -125,13 +140,13 @@ def _touch(path: str) -> None:
 
 # ---- rootfs -------------------------------------------------------------------------------
 
-def _mount_one(root: str, m: dict, cgroup_path: str) -> None:
+def _mount_one(root: str, m: dict, cgroup: cgroups.Cgroup) -> None:
     kind = m.get("type") or ""
     options = list(m.get("options") or [])
     dest = secure_join(root, m["destination"])
     flags, propagation, data = parse_options(options)
     if kind == "cgroup":
-        _mount_cgroups(dest, flags, cgroup_path)
+        _mount_cgroups(dest, flags, cgroup)
         return
     if kind == "bind" or flags & S.MS_BIND:
         source = m.get("source") or ""
@@ -152,12 +167,12 @@ def _mount_one(root: str, m: dict, cgroup_path: str) -> None:
         S.mount(None, dest, None, propagation)
 
 
-def _mount_cgroups(dest: str, flags: int, cgroup_path: str) -> None:
+def _mount_cgroups(dest: str, flags: int, cgroup: cgroups.Cgroup) -> None:
     """A tmpfs at /sys/fs/cgroup holding a bind of the container's own cgroup directory of
     each hierarchy (named as on the host), read-only like the spec asks."""
     _mkdir_p(dest)
     S.mount("tmpfs", dest, "tmpfs", S.MS_NOSUID | S.MS_NODEV | S.MS_NOEXEC, "mode=755")
-    mounts = cgroups.hierarchies()
+    mounts, cgroup_path = cgroup.mounts, cgroup.path
     if "unified" in mounts and len(mounts) == 1:
         S.umount2(dest, S.MNT_DETACH)
         source = mounts["unified"] + cgroup_path
@@ -173,15 +188,30 @@ def _mount_cgroups(dest: str, flags: int, cgroup_path: str) -> None:
         S.mount(None, target, None, S.MS_BIND | S.MS_REMOUNT | S.MS_NOSUID | S.MS_NODEV
                 | S.MS_NOEXEC | (flags & S.MS_RDONLY))
     try:  # co-mounted controllers have symlinks (cpu -> cpu,cpuacct) on the host
-        for entry in os.listdir(host_base):
-            full = os.path.join(host_base, entry)
-            if os.path.islink(full):
-                os.symlink(os.readlink(full), os.path.join(dest, entry))
+        for entry, target in host_cgroup_links(host_base):
+            os.symlink(target, os.path.join(dest, entry))
     except OSError:
         pass
     if flags & S.MS_RDONLY:
         S.mount(None, dest, None, S.MS_REMOUNT | S.MS_RDONLY | S.MS_NOSUID | S.MS_NODEV
                 | S.MS_NOEXEC)
+
+
+def host_cgroup_links(host_base: str = "/sys/fs/cgroup") -> list[tuple[str, str]]:
+    """(name, target) of the symlinks in the host's cgroup directory (co-mounted v1
+    controllers: cpu -> cpu,cpuacct), read once per process tree (the fork server does)."""
+    global _host_cgroup_links
+    if _host_cgroup_links is None:
+        found = []
+        for entry in os.listdir(host_base):
+            full = os.path.join(host_base, entry)
+            if os.path.islink(full):
+                found.append((entry, os.readlink(full)))
+        _host_cgroup_links = found
+    return _host_cgroup_links
+
+
+_host_cgroup_links: list[tuple[str, str]] | None = None
 
 
 def _create_devices(root: str, spec: dict, console: str | None) -> None:
@@ -192,6 +222,7 @@ def _create_devices(root: str, spec: dict, console: str | None) -> None:
         devices.append((name, {"path": f"/dev/{name}", "type": "c", "major": major,
                                "minor": minor, "fileMode": 0o666}))
     done = set()
+    made = set()
     for _, d in devices:
         path = secure_join(root, d["path"])
         if path in done:
@@ -199,7 +230,10 @@ def _create_devices(root: str, spec: dict, console: str | None) -> None:
         done.add(path)
         kind = stat.S_IFBLK if d.get("type") == "b" else stat.S_IFCHR
         mode = d.get("fileMode", 0o666)
-        _mkdir_p(os.path.dirname(path))
+        parent = os.path.dirname(path)
+        if parent not in made:
+            _mkdir_p(parent)
+            made.add(parent)
         try:
             os.mknod(path, kind | mode, os.makedev(d["major"], d["minor"]))
             os.chmod(path, mode)
@@ -222,7 +256,8 @@ def _create_devices(root: str, spec: dict, console: str | None) -> None:
         S.mount(console, path, None, S.MS_BIND)
 
 
-def prepare_rootfs(spec: dict, bundle: str, cgroup_path: str, console: str | None) -> None:
+def prepare_rootfs(spec: dict, bundle: str, cgroup: cgroups.Cgroup,
+                   console: str | None) -> None:
     """Mounts everything in the new mount namespace and pivots into the root."""
     linux = spec.get("linux") or {}
     root = os.path.realpath(os.path.join(bundle, spec["root"]["path"]))
@@ -230,8 +265,10 @@ def prepare_rootfs(spec: dict, bundle: str, cgroup_path: str, console: str | Non
                                              S.MS_PRIVATE | S.MS_REC))
     S.mount(root, root, None, S.MS_BIND | S.MS_REC)
     for m in spec.get("mounts") or []:
-        _mount_one(root, m, cgroup_path)
+        _mount_one(root, m, cgroup)
+    trace.mark("init:mounts")
     _create_devices(root, spec, console)
+    trace.mark("init:devices")
     os.chdir(root)
     S.pivot_root(".", ".")
     # The old root is now stacked under the new one: detach it without propagating.
@@ -259,7 +296,7 @@ def finish_rootfs(spec: dict) -> None:
                 | S.MS_NODEV | S.MS_NOEXEC)
     for path in linux.get("maskedPaths") or []:
         try:
-            if os.path.isdir(path):
+            if stat.S_ISDIR(os.stat(path).st_mode):
                 S.mount("tmpfs", path, "tmpfs", S.MS_RDONLY)
             else:
                 S.mount("/dev/null", path, None, S.MS_BIND)
@@ -340,6 +377,7 @@ def exec_process(process: dict) -> None:
     args = process["args"]
     env = process.get("env") or []
     path = find_executable(args[0], env)
+    trace.mark("init:exec")
     try:
         os.execve(path, args, dict(e.split("=", 1) for e in env if "=" in e))
     except FileNotFoundError:
@@ -415,23 +453,78 @@ def _report(error_w: int, e: BaseException) -> None:
         os._exit(127)
 
 
-def stage2(spec: dict, bundle: str, cgroup_path: str, stdio: tuple[int, int, int],
-           error_w: int, tty_name: str | None, use_init: bool) -> None:
-    """PID 1 of the container. Never returns."""
+def kernel_last_cap() -> int:
+    """The highest capability number this kernel knows (read once per process tree: the
+    fork server's children inherit it)."""
+    global _kernel_last_cap
+    if _kernel_last_cap < 0:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            _kernel_last_cap = int(f.read())
+    return _kernel_last_cap
+
+
+_kernel_last_cap = -1
+
+
+def _enter_namespaces(linux: dict, kinds: tuple[str, ...]) -> None:
+    """Joins (setns to `path`) or creates (one unshare) the spec's namespaces of `kinds`,
+    in the spec's order."""
+    flags = 0
+    for ns in linux.get("namespaces") or []:
+        if ns["type"] not in kinds:
+            continue
+        flag, _ = S.NAMESPACES[ns["type"]]
+        if ns.get("path"):
+            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                S.setns(fd, flag)
+            except OSError as e:
+                raise InitError(f"join {ns['type']} namespace {ns['path']}: "
+                                f"{e.strerror}") from None
+            finally:
+                os.close(fd)
+        else:
+            flags |= flag
+    if flags:
+        S.unshare(flags)
+    if flags & S.CLONE_NEWNET:
+        _loopback_up()
+
+
+# The namespaces the container's first process enters itself: the shim forks it into its
+# PID namespace already (shim.pid_namespace), and the cgroup namespace waits for the cgroup.
+OWN_NAMESPACES = ("network", "ipc", "uts", "mount", "user")
+
+
+def start(spec: dict, bundle: str, cgroup: cgroups.Cgroup, stdio: tuple[int, int, int],
+          error_w: int, go_r: int, tty_name: str | None, use_init: bool) -> None:
+    """The container's first process (PID 1 of its PID namespace when that is new), forked
+    by the shim, which moves it into `cgroup` meanwhile. Namespaces, rootfs, hostname and
+    rlimits first; then it waits for one byte on `go_r` (EOF: the shim gave up), which says
+    it is in the cgroup, so the cgroup namespace it creates is rooted there; then the
+    process's security settings and execve. Never returns."""
     try:
+        trace.rebind()
+        trace.mark("init:start")
+        _reset_signals()
         os.setsid()
         process = spec["process"]
+        linux = spec.get("linux") or {}
+        _enter_namespaces(linux, OWN_NAMESPACES)
         user = process.get("user") or {}
         _stdio(stdio, bool(tty_name), int(user.get("uid", 0)), int(user.get("gid", 0)))
-        linux = spec.get("linux") or {}
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last_cap = int(f.read())
+        last_cap = kernel_last_cap()
         if linux.get("seccomp"):
-            seccomp.preload()  # libseccomp lives on the host, not in the image
+            # compiled now, while libseccomp (on the host) is in sight; the shim usually
+            # has it compiled already
+            seccomp.program(linux["seccomp"])
+        trace.mark("init:namespaces")
         new_ns = {n["type"] for n in linux.get("namespaces") or [] if not n.get("path")}
         if "mount" in new_ns:
-            prepare_rootfs(spec, bundle, cgroup_path, tty_name)
+            prepare_rootfs(spec, bundle, cgroup, tty_name)
+            trace.mark("init:rootfs")
             finish_rootfs(spec)
+            trace.mark("init:masks")
         if "uts" in new_ns:
             if spec.get("hostname"):
                 S.sethostname(spec["hostname"])
@@ -444,7 +537,14 @@ def stage2(spec: dict, bundle: str, cgroup_path: str, stdio: tuple[int, int, int
         cwd = process.get("cwd") or "/"
         if not os.path.isdir(cwd):
             _mkdir_p(cwd)
+        if not os.read(go_r, 1):
+            os._exit(127)  # the shim failed to move us into the cgroup: it says why
+        os.close(go_r)
+        trace.mark("init:in-cgroup")
+        _enter_namespaces(linux, ("cgroup",))
+        trace.mark("init:cgroupns")
         apply_security(process, linux, last_cap)
+        trace.mark("init:security")
         if use_init:
             child = os.fork()
             if child:
@@ -452,45 +552,6 @@ def stage2(spec: dict, bundle: str, cgroup_path: str, stdio: tuple[int, int, int
                 _reaper(child)
             os.setpgid(0, 0)
         exec_process(process)
-    except BaseException as e:
-        _report(error_w, e)
-
-
-def stage1(spec: dict, bundle: str, cgroup: cgroups.Cgroup, stdio: tuple[int, int, int],
-           error_w: int, pid_w: int, tty_name: str | None, use_init: bool,
-           joined: bool = False) -> None:
-    """Runs in the shim's child: cgroup (unless already `joined`), namespaces, fork of
-    PID 1, whose pid goes to `pid_w`. The caller must be a child subreaper. Never returns."""
-    try:
-        _reset_signals()
-        if not joined:
-            cgroup.add(os.getpid())
-        linux = spec.get("linux") or {}
-        flags = 0
-        network_given = False
-        for ns in linux.get("namespaces") or []:
-            flag, _ = S.NAMESPACES[ns["type"]]
-            if ns.get("path"):
-                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    S.setns(fd, flag)
-                except OSError as e:
-                    raise InitError(f"join {ns['type']} namespace {ns['path']}: "
-                                    f"{e.strerror}") from None
-                finally:
-                    os.close(fd)
-            else:
-                flags |= flag
-            network_given |= ns["type"] == "network"
-        S.unshare(flags)
-        if flags & S.CLONE_NEWNET:
-            _loopback_up()
-        child = os.fork()
-        if child == 0:
-            os.close(pid_w)
-            stage2(spec, bundle, cgroup.path, stdio, error_w, tty_name, use_init)
-        os.write(pid_w, str(child).encode())
-        os._exit(0)
     except BaseException as e:
         _report(error_w, e)
 
@@ -538,10 +599,9 @@ def run_in(pid: int, cgroup: cgroups.Cgroup | None, spec: dict, process: dict,
     try:
         _reset_signals()
         linux = spec.get("linux") or {}
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last_cap = int(f.read())
+        last_cap = kernel_last_cap()
         if linux.get("seccomp"):
-            seccomp.preload()
+            seccomp.program(linux["seccomp"])  # before setns: libseccomp is on the host
         join(pid, cgroup)
         child = os.fork()  # enters the PID namespace
         if child:

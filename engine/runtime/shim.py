@@ -1,15 +1,14 @@
 """The per-container monitor ("shim"). Stdlib only; imports its siblings by path.
 
 Started by `launch.start` as `python -I -S -c "...import shim; shim.main()" <path of
-shim.py> <container dir> <status fd>` (imported, so its cached bytecode is used), or forked
-by a fork server (forkserver.py) that calls `start` in a fresh session. It forks
-once more so it outlives the caller (own session, SIGHUP ignored, cwd = container dir) and:
+shim.py> <container dir> <status fd>` (imported, so its cached bytecode is used), where it
+forks once more so it outlives the caller, or forked by a fork server (forkserver.py) as a
+session of its own, which needs no second fork. Then (cwd = container dir, SIGHUP ignored):
   - reads config.json (OCI spec) and shim.json (restart, healthcheck, stop signal, stdio);
-  - creates the cgroup and applies limits, then forks init's stage 1 at once and has a
-    throwaway process move it into the cgroup (on v1 that waits ~10 ms for an RCU grace
-    period) while the child imports init and the shim finishes its own start (subreaper,
-    socket); then releases it;
-  - is a child subreaper, so the container's first process becomes its child;
+  - creates the cgroup and applies limits; is a child subreaper;
+  - forks the container's first process straight into its PID namespace (init.start),
+    and moves it into the cgroup (on v1 that may wait ~10 ms for an RCU grace period)
+    while it sets up its namespaces and rootfs; then lets it go on to execve;
   - writes one JSON line to the status fd: {"pid": N} or {"error": "..."} and closes it;
   - owns stdio: pipes (or a pty with `tty`) -> <id>-json.log in Docker's json-file format;
   - records state.json atomically on every change;
@@ -41,9 +40,10 @@ import _socket  # the C module: `socket` imports enum and more
 
 import cgroups
 import state as st
+import tracing as trace
 
-# `init` and `syscalls` (ctypes) are imported late: by the forked children that need them,
-# and by the shim only once its first child is on its way (see Shim.begin).
+# `init`, `syscalls` and `seccomp` (ctypes) are imported when the shim starts a container
+# (a fork server has them imported already).
 
 LOG_LINE_MAX = 16 * 1024
 HEALTH_LOG_KEEP = 5
@@ -156,8 +156,9 @@ class Shim:
     # -- the container ----------------------------------------------------------------------
 
     def begin(self) -> tuple:
-        """Forks stage 1 of init, which joins the cgroup and imports init, then waits for
-        `complete` (the shim must be a subreaper before stage 1 forks the container)."""
+        """Forks the container's first process into its PID namespace (`init.start`); it
+        sets up its namespaces and rootfs while `complete` moves it into the cgroup. The
+        shim must be a child subreaper already (for a PID namespace it does not own)."""
         tty = bool(self.opts.get("tty"))
         ours: list[tuple[int, str]] = []
         if tty:
@@ -177,63 +178,62 @@ class Shim:
             tty_name = None
             ours += [(out_r, "stdout"), (err_r, "stderr")]
             theirs = [in_r, out_w, err_w]
+        linux = self.spec.get("linux") or {}
+        if linux.get("seccomp"):
+            # once per shim (a hit when the fork server has it): restarts and healthchecks
+            # reuse it, and the child need not open libseccomp
+            import seccomp
+            seccomp.program(linux["seccomp"])
         error_r, error_w = os.pipe()
-        pid_r, pid_w = os.pipe()
         go_r, go_w = os.pipe()
-        child = os.fork()
-        if child == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                os.close(go_w)
-                import init  # while the shim moves us into the cgroup
-                os.read(go_r, 1)
-                init.stage1(self.spec, ".", self.cgroup, stdio, error_w, pid_w, tty_name,
-                            bool(self.opts.get("init")), joined=True)
-            except BaseException as e:
-                os.write(error_w, f"{e}".encode())
-            os._exit(127)
-        for fd in (error_w, pid_w, go_r):
+        own_pidns = pid_namespace(linux)
+        try:
+            child = os.fork()
+            if child == 0:
+                try:
+                    signal.set_wakeup_fd(-1)  # a signal here must not look like the shim's
+                    os.close(go_w)
+                    os.close(error_r)
+                    import init  # a fork server's shims have it already
+                    init.start(self.spec, ".", self.cgroup, stdio, error_w, go_r, tty_name,
+                               bool(self.opts.get("init")))
+                except BaseException as e:
+                    os.write(error_w, f"{e}".encode())
+                os._exit(127)
+        finally:
+            restore_pid_namespace(own_pidns)
+        for fd in (error_w, go_r, *theirs):
             os.close(fd)
-        # The slow step (a v1 migration waits ~10 ms for an RCU grace period) runs in a
-        # throwaway process, while the child imports init and the shim finishes starting.
-        mover = os.fork()
-        if mover == 0:
-            try:
-                self.cgroup.add(child)
-                os._exit(0)
-            except BaseException:
-                os._exit(1)
-        return child, error_r, pid_r, go_w, ours, theirs, mover
+        return child, error_r, go_w, ours
 
     def complete(self, pending: tuple) -> str | None:
-        """Releases stage 1; returns an error message if the container failed before
-        execve, else records it running."""
-        child, error_r, pid_r, go_w, ours, theirs, mover = pending
-        _, status = os.waitpid(mover, 0)
-        if status != 0:
-            try:
-                self.cgroup.add(child)  # again, to learn why
-            except BaseException:
+        """Moves the child into the cgroup (the slow step: on v1 ~10 ms for an RCU grace
+        period, while the child prepares its rootfs) and lets it go on; returns an error
+        message if the container failed before execve, else records it running."""
+        child, error_r, go_w, ours = pending
+        moved: OSError | None = None
+        try:
+            self.cgroup.add(child)
+        except OSError as e:
+            moved = e
+        trace.mark("shim:moved")
+        try:
+            if moved is None:
+                os.write(go_w, b"g")
+            else:
                 os.kill(child, signal.SIGKILL)
-                os.waitpid(child, 0)
-                raise
-        os.write(go_w, b"g")
+        except (BrokenPipeError, ProcessLookupError):
+            pass  # it failed on its own: its message is in the pipe
         os.close(go_w)
-        raw = _read_all(pid_r)
-        os.close(pid_r)
-        os.waitpid(child, 0)
-        message = _read_all(error_r).decode(errors="replace")
+        message = _read_all(error_r).decode(errors="replace")  # EOF: execve, or exit
         os.close(error_r)
-        pid = int(raw) if raw else 0
-        error = (message or None) if pid else (message or "container init failed")
-        for fd in theirs:
-            os.close(fd)
+        trace.mark("shim:init-execd")
+        error = message or (str(moved) if moved is not None else None)
         if error:
-            if pid:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
             for fd, _ in ours:
                 os.close(fd)
             return error
@@ -241,9 +241,9 @@ class Shim:
             os.set_blocking(fd, False)
             self.streams[fd] = [name, b""]
             self.watch(fd, self.on_output)
-        self.pid = pid
+        self.pid = child
         self.started_mono = time.monotonic()
-        self.state.update(status="running", pid=pid, started_at=st.now(), error="",
+        self.state.update(status="running", pid=child, started_at=st.now(), error="",
                           exit_code=0)
         if self.opts.get("healthcheck"):
             self.state["health"] = {"status": "starting", "failing_streak": 0, "log": []}
@@ -579,9 +579,50 @@ class Shim:
                 pass
 
 
-def daemonize(container_dir: str) -> None:
-    """Second fork: the caller reaps the first one at once, the shim lives on on its own."""
-    if os.fork():
+def pid_namespace(linux: dict) -> int:
+    """Makes the shim's next children start in the spec's PID namespace (a new one, of
+    which the next child is PID 1, or the one at its path); returns an fd of the shim's
+    own one for `restore_pid_namespace`, or -1 if nothing changed. Just around a fork."""
+    import syscalls as sc
+
+    ns = next((n for n in linux.get("namespaces") or [] if n["type"] == "pid"), None)
+    if ns is None:
+        return -1
+    own = os.open("/proc/self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if ns.get("path"):
+            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sc.setns(fd, sc.CLONE_NEWPID)
+            except OSError as e:
+                # one clean line for the user, as init's own namespace errors
+                raise OSError(f"join pid namespace {ns['path']}: "
+                              f"{os.strerror(e.errno or 0)}") from None
+            finally:
+                os.close(fd)
+        else:
+            sc.unshare(sc.CLONE_NEWPID)
+    except BaseException:
+        os.close(own)
+        raise
+    return own
+
+
+def restore_pid_namespace(own: int) -> None:
+    """Back to the shim's own PID namespace for its children (healthchecks, restarts)."""
+    if own >= 0:
+        import syscalls as sc
+
+        try:
+            sc.setns(own, sc.CLONE_NEWPID)
+        finally:
+            os.close(own)
+
+
+def daemonize(container_dir: str, fork: bool = True) -> None:
+    """Second fork (the caller reaps the first one at once, the shim lives on on its own),
+    then the shim's cwd and stdio."""
+    if fork and os.fork():
         os._exit(0)
     os.chdir(container_dir)
     null = os.open("/dev/null", os.O_RDWR)
@@ -597,25 +638,32 @@ def main() -> None:
     start(sys.argv[-2], int(sys.argv[-1]))
 
 
-def start(container_dir: str, status_fd: int) -> None:
+def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
     """The shim's life, from a fresh interpreter (`main`) or a fork server's child: forks
-    once more to outlive the caller, starts the container, reports on `status_fd`, serves
-    until the container stopped for good. Returns in the monitor when it is all over."""
+    once more to outlive the caller (unless `detached`: a fork server's child is a new
+    session already, which nobody waits for), starts the container, reports on
+    `status_fd`, serves until the container stopped for good. Returns in the monitor when
+    it is all over."""
     os.set_inheritable(status_fd, False)
-    daemonize(container_dir)
+    daemonize(container_dir, fork=not detached)
+    trace.mark("shim:daemonized")
     shim = None
     try:
         shim = Shim(container_dir)
+        trace.mark("shim:config")
         shim.setup_signals()
         if os.path.exists("ports.json"):
             import portproxy
             shim.proxy = portproxy.Proxy.load(shim)
         shim.cgroup.create()
         shim.cgroup.apply((shim.spec.get("linux") or {}).get("resources") or {})
-        pending = shim.begin()
+        trace.mark("shim:cgroup")
         import syscalls
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        pending = shim.begin()
+        trace.mark("shim:forked-init")
         shim.serve()
+        trace.mark("shim:serving")
         error = shim.complete(pending)
     except Exception as e:
         error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
@@ -633,6 +681,7 @@ def start(container_dir: str, status_fd: int) -> None:
         os._exit(1)
     os.write(status_fd, (st.dumps({"pid": shim.pid}) + "\n").encode())
     os.close(status_fd)
+    trace.mark("shim:reported")
     gc.freeze()  # what exists now lives as long as the shim: keep the collector off it
     shim.run()
     _cleanup()

@@ -11,6 +11,12 @@ import ctypes
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Resolved now rather than at the first call: ctypes builds a function object on first use,
+# and a fork server's children then share these instead of each building its own.
+for _name in ("unshare", "setns", "mount", "umount2", "syscall", "sethostname",
+              "setdomainname", "prctl", "capget", "capset", "ioctl"):
+    getattr(_libc, _name)
+del _name
 
 # clone(2) / unshare(2) / setns(2) namespace flags
 CLONE_NEWNS = 0x00020000

@@ -95,3 +95,16 @@ def test_killed_server_falls_back(rt: Runtime) -> None:
         time.sleep(0.05)
         launch.start(d)
         assert launch.wait(d, timeout=10) == 4
+
+
+def test_shims_that_end_while_the_server_lives_leave_no_zombie(rt: Runtime) -> None:
+    """The server forks each shim directly and never waits for it: the kernel reaps them."""
+    d = rt.create("true")
+    with launch.forkserver():
+        server = launch._forkserver._proc.pid  # type: ignore[union-attr]
+        shim = launch.start(d).shim_pid
+        assert launch.wait(d, timeout=10) == 0
+        wait_for(lambda: not Path(f"/proc/{shim}").exists(), timeout=5)  # not even a zombie
+        assert _alive(server)
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        assert str(shim) not in children

@@ -382,3 +382,40 @@ def test_follow_logs_until_exit(rt: Runtime) -> None:
     launch.start(d)
     assert [e.text for e in logs.follow(d)] == ["line 1\n", "line 2\n", "line 3\n"]
     assert launch.state(d).status == "exited"
+
+
+def _ns(pid: int, name: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{name}")
+
+
+def test_first_process_is_the_shims_child_in_fresh_namespaces(rt: Runtime) -> None:
+    """The shim forks the container's PID 1 itself (no intermediate process) and gets its
+    own PID namespace back for later children; the cgroup namespace is rooted at the
+    container's cgroup, which the process is in by the time it runs."""
+    d = rt.create("sh", "-c", "cat /proc/self/cgroup; echo pid=$$; sleep 30")
+    state = launch.start(d)
+    stat = Path(f"/proc/{state.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[1]) == state.shim_pid
+    assert _ns(state.shim_pid, "pid_for_children") == _ns(state.shim_pid, "pid")
+    assert _ns(state.pid, "pid") != _ns(state.shim_pid, "pid")
+    assert _ns(state.pid, "cgroup") != _ns(state.shim_pid, "cgroup")
+    lines = wait_for(lambda: [e.text for e in logs.read(d) if "pid=" in e.text] and
+                     [e.text.strip() for e in logs.read(d)])
+    assert "pid=1" in lines
+    groups = [ln for ln in lines if ln[:1].isdigit()]
+    assert groups and all(ln.rsplit(":", 1)[1] == "/" for ln in groups), groups
+    cg = cgroups.Cgroup(f"{rt.parent}/{d.name}")
+    assert state.pid in cg.pids()
+
+
+def test_failure_before_the_cgroup_move_is_reported(rt: Runtime) -> None:
+    """A container that fails while the shim moves it into the cgroup says why, and leaves
+    no cgroup or process behind."""
+    d = rt.create("true")
+    spec_path = d / "config.json"
+    spec = spec_path.read_text()
+    assert f'"{d / "hosts"}"' in spec  # the default /etc/hosts bind
+    spec_path.write_text(spec.replace(f'"{d / "hosts"}"', f'"{d / "missing-hosts"}"'))
+    with pytest.raises(launch.StartError, match=r"bind source .*missing-hosts does not exist"):
+        launch.start(d)
+    assert not any(os.path.exists(p) for p in cgroups.Cgroup(f"{rt.parent}/{d.name}").dirs())
