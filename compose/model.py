@@ -44,6 +44,8 @@ EMPTY: Mapping[str, Any] = FrozenMap()
 
 @dataclass(frozen=True, slots=True)
 class Port:
+    """One entry of `ports` (long syntax)."""
+
     target: int
     published: str | None = None  # a port or a range ("8000-8010"); None: not published
     host_ip: str | None = None
@@ -73,6 +75,8 @@ class Mount:
 
 @dataclass(frozen=True, slots=True)
 class ServiceNetwork:
+    """A service's attachment to one of the project's networks."""
+
     name: str  # the network's key in the project
     aliases: tuple[str, ...] = ()
     ipv4_address: str | None = None
@@ -87,6 +91,8 @@ class ServiceNetwork:
 
 @dataclass(frozen=True, slots=True)
 class DependsOn:
+    """One entry of `depends_on` (long syntax)."""
+
     condition: str = "service_started"  # | service_healthy | service_completed_successfully
     required: bool = True
     restart: bool = False
@@ -94,6 +100,8 @@ class DependsOn:
 
 @dataclass(frozen=True, slots=True)
 class Healthcheck:
+    """A service's `healthcheck`; durations in seconds."""
+
     test: tuple[str, ...] = ()  # ("CMD", ...), ("CMD-SHELL", cmd), ("NONE",); () = image's
     interval: float | None = None
     timeout: float | None = None
@@ -105,6 +113,8 @@ class Healthcheck:
 
 @dataclass(frozen=True, slots=True)
 class Build:
+    """A service's `build` (long syntax); `context` is absolute."""
+
     context: str
     dockerfile: str | None = "Dockerfile"
     dockerfile_inline: str | None = None
@@ -128,6 +138,8 @@ class Build:
 
 @dataclass(frozen=True, slots=True)
 class Resources:
+    """CPU, memory and pid limits or reservations (`deploy.resources`)."""
+
     cpus: float | None = None
     memory: int | None = None
     pids: int | None = None
@@ -135,6 +147,8 @@ class Resources:
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
+    """`deploy.restart_policy`; durations in seconds."""
+
     condition: str = "any"  # none | on-failure | any
     delay: float | None = None
     max_attempts: int | None = None
@@ -143,6 +157,8 @@ class RestartPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Deploy:
+    """A service's `deploy` section (what a single engine can honour of it)."""
+
     mode: str = "replicated"
     replicas: int | None = None
     limits: Resources = field(default_factory=Resources)
@@ -153,6 +169,8 @@ class Deploy:
 
 @dataclass(frozen=True, slots=True)
 class Ulimit:
+    """One entry of `ulimits` (soft and hard limits)."""
+
     soft: int
     hard: int
 
@@ -170,6 +188,8 @@ class FileRef:
 
 @dataclass(frozen=True, slots=True)
 class Logging:
+    """A service's `logging` driver and its options."""
+
     driver: str | None = None
     options: Mapping[str, str] = EMPTY
 
@@ -187,6 +207,8 @@ class Hook:
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """One service, in canonical (long) form."""
+
     name: str
     image: str | None = None
     build: Build | None = None
@@ -266,6 +288,8 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class IpamConfig:
+    """One entry of a network's `ipam.config`."""
+
     subnet: str | None = None
     ip_range: str | None = None
     gateway: str | None = None
@@ -274,6 +298,8 @@ class IpamConfig:
 
 @dataclass(frozen=True, slots=True)
 class Network:
+    """A top-level network."""
+
     key: str  # the name in the Compose file
     name: str  # the engine's name: <project>_<key>, `name:`, or the external name
     driver: str | None = None
@@ -290,6 +316,8 @@ class Network:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """A top-level volume."""
+
     key: str
     name: str
     driver: str | None = None
@@ -316,6 +344,8 @@ Config = Secret
 
 @dataclass(frozen=True, slots=True)
 class Project:
+    """A loaded Compose project: what `up`, `down` and the other commands act on."""
+
     name: str
     working_dir: str
     config_files: tuple[str, ...] = ()

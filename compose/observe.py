@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class ObservedContainer:
+    """One of the project's containers as the engine has it now."""
+
     id: str
     name: str
     service: str
@@ -44,6 +46,8 @@ class ObservedContainer:
 
 @dataclass(frozen=True, slots=True)
 class ObservedNetwork:
+    """An engine network (any project's: desired ones are found by name)."""
+
     name: str
     id: str
     labels: Mapping[str, str] = EMPTY
@@ -52,6 +56,8 @@ class ObservedNetwork:
 
 @dataclass(frozen=True, slots=True)
 class ObservedVolume:
+    """An engine volume (found by name, like networks)."""
+
     name: str
     labels: Mapping[str, str] = EMPTY
     anonymous: bool = False

@@ -21,6 +21,8 @@ KIND_ORDER = ("network", "volume", "image", "container", "wait")
 
 @dataclass(frozen=True, slots=True)
 class PlanNode:
+    """One step of a plan: one engine call (or a wait), after the nodes it depends on."""
+
     kind: str          # network | volume | image | container | wait
     action: str        # create | remove | pull | build | recreate | start | restart |
     #                    started | healthy | completed | running
@@ -49,6 +51,8 @@ class PlanNode:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """What `up`, `down`, ... will do, in a topological order of nodes."""
+
     project: str
     nodes: tuple[PlanNode, ...] = ()    # in a topological order
     warnings: tuple[str, ...] = ()

@@ -19,6 +19,8 @@ _GREEN, _RED, _YELLOW, _BLUE, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b
 
 @dataclass
 class _Line:
+    """One resource's line of progress output."""
+
     kind: str
     name: str
     text: str

@@ -24,6 +24,8 @@ from engine.errors import Error, InvalidArgument, NotFound
 
 @dataclass(frozen=True, slots=True)
 class UpOptions:
+    """The flags of `up` that shape its plan."""
+
     services: tuple[str, ...] = ()      # only these (and, unless no_deps, their dependencies)
     no_deps: bool = False
     force_recreate: bool = False
@@ -42,6 +44,8 @@ class UpOptions:
 
 @dataclass(frozen=True, slots=True)
 class DownOptions:
+    """The flags of `down` that shape its plan."""
+
     remove_orphans: bool = False
     volumes: bool = False
     rmi: str | None = None              # local | all

@@ -8,17 +8,18 @@ per-container monitor needs that the OCI spec has no place for (restart policy, 
 stop signal). No I/O: the caller reads the image's passwd/group files and passes the text.
 """
 
-from __future__ import annotations
-
-import platform
-import resource
-import signal
+# No `from __future__ import annotations` here: engine.serde reads these classes' type
+# hints to rebuild stored records, and real annotation objects cost nothing to read,
+# where strings are compiled by typing.get_type_hints in every process (~1.5 ms).
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from engine.errors import InvalidArgument
-from engine.runtime import caps as capabilities
-from engine.runtime import seccomp
+
+# resource, signal, the capability table and the seccomp profile (which imports ctypes) are
+# imported by the functions that use them: `engine.containers` imports this module for its
+# types on every command, and most commands never build a spec.
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -46,6 +47,8 @@ NAMESPACE_ORDER = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 
 @dataclass(frozen=True, slots=True)
 class Resources:
+    """A container's cgroup limits."""
+
     memory: int | None = None          # bytes
     memory_swap: int | None = None     # bytes of memory+swap; -1 = unlimited (Docker)
     cpus: float | None = None
@@ -56,6 +59,8 @@ class Resources:
 
 @dataclass(frozen=True, slots=True)
 class Ulimit:
+    """One rlimit of the container's process."""
+
     name: str    # "nofile", "nproc", ... (RLIMIT_ without prefix, any case)
     soft: int
     hard: int
@@ -73,12 +78,16 @@ class Mount:
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
+    """What the monitor does when the container's process exits."""
+
     name: str = "no"          # no | always | on-failure | unless-stopped
     max_retries: int = 0      # on-failure only; 0 = unlimited
 
 
 @dataclass(frozen=True, slots=True)
 class Healthcheck:
+    """The monitor's health probe; durations in seconds."""
+
     test: tuple[str, ...]     # ("CMD", ...), ("CMD-SHELL", "..."), ("NONE",)
     interval: float = 30.0    # seconds
     timeout: float = 30.0
@@ -89,6 +98,8 @@ class Healthcheck:
 
 @dataclass(frozen=True, slots=True)
 class ContainerConfig:
+    """A container's runtime configuration (what becomes config.json and the monitor's options)."""
+
     id: str
     image: str = ""
     image_id: str = ""
@@ -225,6 +236,8 @@ def _rlimits(config: ContainerConfig,
     wanted: dict[str, tuple[int, int]] = {"nofile": (DEFAULT_NOFILE, DEFAULT_NOFILE)}
     for u in config.ulimits:
         wanted[u.name.lower()] = (u.soft, u.hard)
+    import resource
+
     out = []
     for name, (soft, hard) in wanted.items():
         if not hasattr(resource, f"RLIMIT_{name.upper()}"):
@@ -239,6 +252,8 @@ def _rlimits(config: ContainerConfig,
 
 def host_rlimits() -> dict[str, tuple[int, int]]:
     """The calling process's limits, the ceiling for a container's."""
+    import resource
+
     return {name: resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))
             for name in ("nofile", "nproc", "core", "memlock", "stack", "nice", "rtprio")}
 
@@ -252,6 +267,8 @@ def signal_number(name: str | int) -> int:
         return int(text)
     if not text.startswith("SIG"):
         text = "SIG" + text
+    import signal
+
     try:
         return int(signal.Signals[text])
     except KeyError:
@@ -359,6 +376,8 @@ def build_spec(config: ContainerConfig, image_config: Mapping, rootfs: str,
     hostname = config.hostname or config.id[:12]
     user_ref = config.user or image_config.get("User") or ""
     uid, gid, extra_gids, home = resolve_user(user_ref, passwd, group, config.group_add)
+    from engine.runtime import caps as capabilities
+
     try:
         cap_list = capabilities.resolve(config.cap_add, config.cap_drop, config.privileged)
     except capabilities.UnknownCapability as e:
@@ -401,7 +420,10 @@ def build_spec(config: ContainerConfig, image_config: Mapping, rootfs: str,
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
     if seccomp_on:
-        linux["seccomp"] = seccomp.profile(cap_list, machine or platform.machine())
+        from engine.runtime import seccomp
+
+        # os.uname().machine is what platform.machine() returns on Linux, without platform.
+        linux["seccomp"] = seccomp.profile(cap_list, machine or os.uname().machine)
     mounts = default_mounts(config.resources.shm_size)
     if config.privileged:
         for m in mounts:

@@ -44,13 +44,20 @@ def ago(epoch: float) -> str:
     return duration(time.time() - epoch) + " ago"
 
 
+# What strptime("%Y-%m-%dT%H:%M:%S") accepts, without importing _strptime (~1.5 ms of `ps`).
+_STAMP = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})T(\d{1,2}):(\d{1,2}):(\d{1,2})")
+
+
 def _epoch(rfc3339: str) -> float | None:
     if not rfc3339 or rfc3339.startswith("0001"):
         return None
     body = rfc3339.rstrip("Z")
     whole, _, fraction = body.partition(".")
+    match = _STAMP.fullmatch(whole)
+    if match is None:
+        return None
     try:
-        parsed = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        parsed = datetime(*(int(part) for part in match.groups()), tzinfo=UTC)
     except ValueError:
         return None
     return parsed.timestamp() + float(f"0.{fraction or 0}")

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Health:
+    """A container's health status."""
+
     status: str
 
 
@@ -57,6 +59,8 @@ class State:
 
 @dataclass(frozen=True, slots=True)
 class Port:
+    """A published port of a running container."""
+
     container_port: int
     protocol: str
     host_ip: str
@@ -70,6 +74,8 @@ class Port:
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """One container as `ps` lists it."""
+
     id: str
     name: str
     image: str

@@ -18,13 +18,56 @@ value is kept untagged; `merge.py` gives them their meaning.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from compose.errors import ConfigError, Problem
+
+
+class _LazyPattern:
+    """A regular expression compiled on first use (see `_import_yaml`)."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, pattern: Any, flags: int) -> None:
+        self._args = (pattern, flags)
+        self._compiled: re.Pattern[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            self._compiled = _RE_COMPILE(*self._args)
+        return getattr(self._compiled, name)
+
+
+_RE_COMPILE = re.compile
+
+
+def _import_yaml() -> Any:
+    """PyYAML, with the regular expressions its modules compile at import time (~6 ms, most
+    of it Reader.NON_PRINTABLE's Unicode ranges, and the YAML 1.1 resolvers) deferred to
+    their first use: with libyaml's parser and our own resolvers below, none is ever used.
+    Only calls from PyYAML's own modules are deferred; PyYAML uses them only through
+    `.match`/`.search`, which the stand-in forwards."""
+    if "yaml" in sys.modules:
+        return sys.modules["yaml"]
+
+    def deferred(pattern: Any, flags: int = 0) -> Any:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller == "yaml" or caller.startswith("yaml."):
+            return _LazyPattern(pattern, flags)
+        return _RE_COMPILE(pattern, flags)
+
+    re.compile = deferred
+    try:
+        import yaml
+    finally:
+        re.compile = _RE_COMPILE
+    return yaml
+
+
+yaml = _import_yaml()
 
 RESET = "!reset"
 OVERRIDE = "!override"
@@ -85,6 +128,8 @@ class YSeq(list):
 
 @dataclass(frozen=True, slots=True)
 class _Tagged:
+    """A `!reset` / `!override` tagged value, until the tree is built."""
+
     tag: str
     value: Any
 

@@ -8,8 +8,9 @@ mean "image"?)`).
 Two interchangeable backends read the same schema file:
 - "fast" (the default): our own compiler for the subset of JSON Schema the schema file uses
   (type, properties, patternProperties, additionalProperties, items, required, enum, pattern,
-  minimum, maximum, uniqueItems, $ref). It rejects any other keyword when compiling, so the
-  schema cannot quietly grow beyond what it checks. It exists because importing jsonschema
+  minimum, maximum, uniqueItems, $ref). It rejects any other keyword when compiling (and
+  `unsupported_keywords` finds them in the whole file, for a test), so the schema cannot
+  quietly grow beyond what it checks. It exists because importing jsonschema
   costs ~75 ms, half of the budget of a whole `shipyard config` run.
 - "jsonschema": the reference implementation (Draft 2020-12). tests/unit/test_validate.py
   checks that both backends find the same violations.
@@ -226,22 +227,49 @@ def _type_test(types: list[str]) -> Callable[[Any], bool]:
     return test
 
 
+_KEYWORDS = {"type", "properties", "patternProperties", "additionalProperties", "items",
+             "required", "enum", "pattern", "minimum", "maximum", "uniqueItems", "$ref"}
+
+
+def unsupported_keywords(schema: Any) -> set[str]:
+    """The keywords anywhere in `schema` that the fast backend does not implement (it
+    compiles each subschema on first use, so this is how the whole file is checked)."""
+    found: set[str] = set()
+    if isinstance(schema, dict):
+        found |= set(schema) - _ANNOTATIONS - _KEYWORDS
+        for key, sub in schema.items():
+            if key in ("properties", "patternProperties", "$defs"):
+                for child in sub.values():
+                    found |= unsupported_keywords(child)
+            elif key in ("additionalProperties", "items"):
+                found |= unsupported_keywords(sub)
+    return found
+
+
 def _compile_fast() -> Callable[[Any], Iterator[Violation]]:
+    """A checker for the whole schema. Each subschema is compiled the first time a value
+    reaches it: a small file touches a few dozen of the schema's ~400 subschemas, and
+    compiling them all (and their regular expressions) cost more than validating."""
     root = load_schema()
     refs: dict[str, Check] = {}
 
     def compile_ref(ref: str) -> Check:
         if ref not in refs:
-            name = ref.removeprefix("#/$defs/")
-            # Placeholder first, so recursive references resolve lazily.
-            refs[ref] = lambda value, path: refs[ref](value, path)
-            refs[ref] = compile_schema(root["$defs"][name])
+            refs[ref] = compile_schema(root["$defs"][ref.removeprefix("#/$defs/")])
         return refs[ref]
 
     def compile_schema(schema: dict[str, Any]) -> Check:
-        unknown = set(schema) - _ANNOTATIONS - {
-            "type", "properties", "patternProperties", "additionalProperties", "items",
-            "required", "enum", "pattern", "minimum", "maximum", "uniqueItems", "$ref"}
+        compiled: list[Check] = []
+
+        def check(value: Any, path: tuple[Any, ...]) -> Iterator[Violation]:
+            if not compiled:
+                compiled.append(build(schema))
+            return compiled[0](value, path)
+
+        return check
+
+    def build(schema: dict[str, Any]) -> Check:
+        unknown = set(schema) - _ANNOTATIONS - _KEYWORDS
         if unknown:
             raise ValueError(f"schema keywords not supported by the fast validator: {unknown}")
         if "$ref" in schema:
