@@ -1,5 +1,5 @@
-"""Egress and isolation for bridge networks, with nftables (the `nft` tool, plain text in,
-JSON out).
+"""Egress and isolation for bridge networks, with nftables (through libnftables, plain
+text in, JSON out: `engine.nftables`).
 
 One table per engine root, `inet shipyard_<hash of root>`, holds two base chains:
 - `postrouting` (nat): masquerade a non-internal network's subnet when it leaves through any
@@ -8,7 +8,7 @@ One table per engine root, `inet shipyard_<hash of root>`, holds two base chains
   each other, as Docker's are), and for internal networks drop everything that would be
   forwarded into or out of the bridge.
 Every rule carries the comment `sy:<network id prefix>`, so a network's rules are removed
-exactly; the table goes with the last rule. Without `nft` the stack still runs, with a
+exactly; the table goes with the last rule. Without nftables the stack still runs, with a
 warning, but containers cannot reach beyond the host.
 
 `net.ipv4.ip_forward` is set to 1 while this root has a network with egress rules; the value
@@ -21,11 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import subprocess
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from engine import nftables
 from engine.errors import Unavailable
 from engine.layout import Layout
 
@@ -36,31 +35,22 @@ BRIDGE_PREFIX = "sy-"
 
 
 class Egress:
-    def __init__(self, layout: Layout, nft: str | None = None) -> None:
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.nft = nft or shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
         digest = hashlib.sha256(str(layout.root).encode()).hexdigest()[:10]
         self.table = f"shipyard_{digest}"
         self._warned = False
 
     @property
     def available(self) -> bool:
-        return self.nft is not None
-
-    def _run(self, *args: str, script: str | None = None) -> str:
-        if self.nft is None:
-            raise Unavailable("nft is not installed")
-        proc = subprocess.run([self.nft, *args], input=script, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise Unavailable(f"nft {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
+        return nftables.available()
 
     def add(self, network_id: str, bridge: str, subnet: IPv4Network, *, internal: bool,
             masquerade: bool = True) -> bool:
         """Installs the network's rules. Returns False (after one warning) without `nft`."""
         if not self.available:
             if not self._warned:
-                log.warning("nft (Debian package nftables) is not installed: containers get "
+                log.warning("nftables (Debian package nftables) is not installed: containers get "
                             "no egress beyond the host and networks are not isolated from "
                             "each other by the firewall")
                 self._warned = True
@@ -89,7 +79,7 @@ class Egress:
             "}",
             *rules,
         ]) + "\n"
-        self._run("-f", "-", script=script)
+        nftables.run(script)
         if not internal and masquerade:
             self._enable_forwarding()
         return True
@@ -99,11 +89,11 @@ class Egress:
         "comment", "expr"}); empty when the table does not exist."""
         if not self.available:
             return []
-        proc = subprocess.run([self.nft, "-j", "-a", "list", "table", "inet", self.table],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            return []
-        items = json.loads(proc.stdout).get("nftables", [])
+        try:
+            out = nftables.run(f"list table inet {self.table}", json=True, handles=True)
+        except Unavailable:
+            return []  # no such table
+        items = json.loads(out).get("nftables", [])
         return [item["rule"] for item in items if "rule" in item]
 
     def remove(self, network_id: str) -> None:
@@ -118,7 +108,7 @@ class Egress:
         if rules and len(mine) == len(rules):
             script = [f"delete table inet {self.table}"]
         if script:
-            self._run("-f", "-", script="\n".join(script) + "\n")
+            nftables.run("\n".join(script) + "\n")
         self._restore_forwarding()
 
     # -- net.ipv4.ip_forward

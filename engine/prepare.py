@@ -286,6 +286,6 @@ def _read_text(path: Path) -> str | None:
 def in_root(root: Path, path: str) -> Path:
     """`path` inside the container's root, following symlinks as the container would see
     them (absolute targets are relative to `root`), so an image's links never lead out."""
-    from engine.runtime.init import secure_join
+    from engine.runtime.rootpath import secure_join
 
     return Path(secure_join(str(root), path))

@@ -39,8 +39,10 @@ except ImportError:  # imported by path from the shim
     import syscalls  # type: ignore[no-redef]
 try:
     from . import tracing as trace
+    from .rootpath import secure_join
 except ImportError:
     import tracing as trace  # type: ignore[no-redef]
+    from rootpath import secure_join  # type: ignore[no-redef]
 
 S = syscalls
 TIOCSCTTY = 0x540E
@@ -92,32 +94,6 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
         elif opt not in IGNORED_OPTIONS:
             data.append(opt)
     return flags, propagation, ",".join(data)
-
-
-def secure_join(root: str, path: str) -> str:
-    """`path` inside `root`, resolving symlinks as if `root` were `/` (no escape)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            target = os.readlink(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > 255:
-            raise InitError(f"too many levels of symbolic links in {path}")
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p and p != "."] + parts
-    return os.path.join(root, *resolved)
 
 
 def _mkdir_p(path: str, mode: int = 0o755) -> None:
