@@ -18,9 +18,13 @@ on the host.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -79,7 +83,8 @@ class Egress:
             "}",
             *rules,
         ]) + "\n"
-        nftables.run(script)
+        with self._locked():
+            nftables.run(script)
         if not internal and masquerade:
             self._enable_forwarding()
         return True
@@ -101,15 +106,28 @@ class Egress:
         if not self.available:
             return
         tag = _tag(network_id)
-        rules = self.rules()
-        mine = [r for r in rules if r.get("comment") == tag]
-        script = [f"delete rule inet {self.table} {r['chain']} handle {r['handle']}"
-                  for r in mine]
-        if rules and len(mine) == len(rules):
-            script = [f"delete table inet {self.table}"]
-        if script:
-            nftables.run("\n".join(script) + "\n")
+        with self._locked():  # two removals at once must not each leave the other's rule
+            rules = self.rules()
+            mine = [r for r in rules if r.get("comment") == tag]
+            if len(mine) == len(rules):  # the last network's rules (or an empty table)
+                with contextlib.suppress(Unavailable):  # no table: nothing to delete
+                    nftables.run(f"delete table inet {self.table}\n")
+            else:
+                nftables.run("".join(f"delete rule inet {self.table} {r['chain']} handle "
+                                     f"{r['handle']}\n" for r in mine))
         self._restore_forwarding()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialises this root's rule changes across threads and processes."""
+        self.layout.run.mkdir(parents=True, exist_ok=True, mode=0o711)
+        fd = os.open(self.layout.run / "egress.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     # -- net.ipv4.ip_forward
 

@@ -372,3 +372,20 @@ def test_netns_lifecycle_leaves_no_mount(env) -> None:
     assert netns.exists(path)
     netns.delete(path, env.layout)
     assert not env.layout.netns.exists()
+
+
+def test_networks_removed_at_once_leave_no_firewall_table(env) -> None:
+    if not env.nets.egress.available:
+        pytest.skip("nftables is not installed")
+    for round_ in range(3):
+        names = [f"par{round_}{i}" for i in range(3)]
+        for name in names:
+            env.nets.create_network(name)
+        threads = [threading.Thread(target=env.nets.remove_network, args=(n,)) for n in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                text=True).stdout
+        assert env.nets.egress.table not in tables
