@@ -170,17 +170,23 @@ def _write() -> None:
     entries = _state.get("entries")
     if not path or not entries:
         return
-    # Merge with what another process may have written meanwhile; keep the file bounded.
-    merged = {**_read(path), **entries}
-    if len(merged) > MAX_ENTRIES:
-        merged = entries
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
+        # O_EXCL, as Python writes bytecode: never through a planted symlink or into another
+        # writer's file; and an unwritable directory costs one failed open, nothing more.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError:
+        return
+    try:
+        with open(fd, "wb") as f:
+            # Merge with what another process may have written meanwhile; keep it bounded.
+            merged = {**_read(path), **entries}
+            if len(merged) > MAX_ENTRIES:
+                merged = entries
             f.write(_magic() + marshal.dumps(merged))
         os.replace(tmp, path)
-    except OSError:
+    except (OSError, ValueError):
         try:
             os.unlink(tmp)
         except OSError:

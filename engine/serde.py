@@ -114,7 +114,9 @@ def _record(cls: type) -> Convert:
     def build(data: Any) -> Any:
         if not fields:
             hints = typing.get_type_hints(cls)
-            fields.extend((f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls))
+            made = [(f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls)]
+            # all at once: another thread must never see (and build from) half of them
+            fields[:] = made
         return cls(**{name: convert(data[name]) for name, convert in fields if name in data})
 
     return build

@@ -491,8 +491,8 @@ def start(spec: dict, bundle: str, cgroup: cgroups.Cgroup, stdio: tuple[int, int
         _stdio(stdio, bool(tty_name), int(user.get("uid", 0)), int(user.get("gid", 0)))
         last_cap = kernel_last_cap()
         if linux.get("seccomp"):
-            # compiled now, while libseccomp (on the host) is in sight; the shim usually
-            # has it compiled already
+            # a hit (the shim compiled it before forking us); else compiled now, while
+            # libseccomp (on the host) is still in sight
             seccomp.program(linux["seccomp"])
         trace.mark("init:namespaces")
         new_ns = {n["type"] for n in linux.get("namespaces") or [] if not n.get("path")}

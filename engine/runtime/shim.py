@@ -157,51 +157,67 @@ class Shim:
 
     def begin(self) -> tuple:
         """Forks the container's first process into its PID namespace (`init.start`); it
-        sets up its namespaces and rootfs while `complete` moves it into the cgroup. The
-        shim must be a child subreaper already (for a PID namespace it does not own)."""
+        sets up its namespaces and rootfs while `complete` moves it into the cgroup. Raises
+        OSError (nothing forked, nothing left open) if that cannot begin."""
         tty = bool(self.opts.get("tty"))
         ours: list[tuple[int, str]] = []
-        if tty:
-            master, slave = os.openpty()
-            stdio = (slave, slave, slave)
-            tty_name = os.ttyname(slave)
-            ours.append((master, "stdout"))
-            theirs = [slave]
-        else:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            if self.opts.get("stdin_open"):
-                in_r, self.stdin_w = os.pipe()
-            else:
-                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            stdio = (in_r, out_w, err_w)
-            tty_name = None
-            ours += [(out_r, "stdout"), (err_r, "stderr")]
-            theirs = [in_r, out_w, err_w]
-        linux = self.spec.get("linux") or {}
-        if linux.get("seccomp"):
-            # once per shim (a hit when the fork server has it): restarts and healthchecks
-            # reuse it, and the child need not open libseccomp
-            import seccomp
-            seccomp.program(linux["seccomp"])
-        error_r, error_w = os.pipe()
-        go_r, go_w = os.pipe()
-        own_pidns = pid_namespace(linux)
+        theirs: list[int] = []
+        pipes: list[int] = []
         try:
-            child = os.fork()
-            if child == 0:
-                try:
-                    signal.set_wakeup_fd(-1)  # a signal here must not look like the shim's
-                    os.close(go_w)
-                    os.close(error_r)
-                    import init  # a fork server's shims have it already
-                    init.start(self.spec, ".", self.cgroup, stdio, error_w, go_r, tty_name,
-                               bool(self.opts.get("init")))
-                except BaseException as e:
-                    os.write(error_w, f"{e}".encode())
-                os._exit(127)
-        finally:
-            restore_pid_namespace(own_pidns)
+            if tty:
+                master, slave = os.openpty()
+                ours.append((master, "stdout"))
+                theirs.append(slave)
+                stdio = (slave, slave, slave)
+                tty_name: str | None = os.ttyname(slave)
+            else:
+                out_r, out_w = os.pipe()
+                ours.append((out_r, "stdout"))
+                theirs.append(out_w)
+                err_r, err_w = os.pipe()
+                ours.append((err_r, "stderr"))
+                theirs.append(err_w)
+                if self.opts.get("stdin_open"):
+                    in_r, self.stdin_w = os.pipe()
+                else:
+                    in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                theirs.append(in_r)
+                stdio = (in_r, out_w, err_w)
+                tty_name = None
+            linux = self.spec.get("linux") or {}
+            if linux.get("seccomp"):
+                # once per shim (a hit when the fork server has it): restarts and
+                # healthchecks reuse it, and the child need not open libseccomp
+                import seccomp
+                seccomp.program(linux["seccomp"])
+            error_r, error_w = os.pipe()
+            pipes += (error_r, error_w)
+            go_r, go_w = os.pipe()
+            pipes += (go_r, go_w)
+            own_pidns = pid_namespace(linux)
+            try:
+                child = os.fork()
+                if child == 0:
+                    try:
+                        signal.set_wakeup_fd(-1)  # a signal here must not look like the shim's
+                        os.close(go_w)
+                        os.close(error_r)
+                        import init  # a fork server's shims have it already
+                        init.start(self.spec, ".", self.cgroup, stdio, error_w, go_r,
+                                   tty_name, bool(self.opts.get("init")))
+                    except BaseException as e:
+                        os.write(error_w, f"{e}".encode())
+                    os._exit(127)
+            finally:
+                restore_pid_namespace(own_pidns)
+        except BaseException:
+            # (a child forked already reads EOF on `go` and exits; `reap` collects it)
+            for fd in (*pipes, *theirs, *(fd for fd, _ in ours)):
+                os.close(fd)
+            if self.stdin_w >= 0:
+                os.close(self.stdin_w)
+                self.stdin_w = -1
+            raise
         for fd in (error_w, go_r, *theirs):
             os.close(fd)
         return child, error_r, go_w, ours
@@ -225,7 +241,7 @@ class Shim:
         except (BrokenPipeError, ProcessLookupError):
             pass  # it failed on its own: its message is in the pipe
         os.close(go_w)
-        message = _read_all(error_r).decode(errors="replace")  # EOF: execve, or exit
+        message = st.read_all(error_r).decode(errors="replace")  # EOF: execve, or exit
         os.close(error_r)
         trace.mark("shim:init-execd")
         error = message or (str(moved) if moved is not None else None)
@@ -252,8 +268,13 @@ class Shim:
         return None
 
     def launch(self) -> str | None:
-        """Starts the container; returns an error message if it failed before execve."""
-        return self.complete(self.begin())
+        """Starts the container again (a restart); returns an error message if it failed
+        before execve, or could not begin (e.g. the PID namespace it joins is gone)."""
+        try:
+            pending = self.begin()
+        except OSError as e:
+            return str(e)
+        return self.complete(pending)
 
     def on_output(self, fd: int) -> None:
         try:
@@ -591,15 +612,15 @@ def pid_namespace(linux: dict) -> int:
     own = os.open("/proc/self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
     try:
         if ns.get("path"):
-            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                sc.setns(fd, sc.CLONE_NEWPID)
+            try:  # one clean line for the user, as init's own namespace errors
+                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    sc.setns(fd, sc.CLONE_NEWPID)
+                finally:
+                    os.close(fd)
             except OSError as e:
-                # one clean line for the user, as init's own namespace errors
                 raise OSError(f"join pid namespace {ns['path']}: "
                               f"{os.strerror(e.errno or 0)}") from None
-            finally:
-                os.close(fd)
         else:
             sc.unshare(sc.CLONE_NEWPID)
     except BaseException:
@@ -648,6 +669,7 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
     daemonize(container_dir, fork=not detached)
     trace.mark("shim:daemonized")
     shim = None
+    pending = None
     try:
         shim = Shim(container_dir)
         trace.mark("shim:config")
@@ -659,14 +681,18 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         shim.cgroup.apply((shim.spec.get("linux") or {}).get("resources") or {})
         trace.mark("shim:cgroup")
         import syscalls
+        # the container's orphans come to us when it shares our PID namespace (`pid: host`)
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         pending = shim.begin()
         trace.mark("shim:forked-init")
         shim.serve()
         trace.mark("shim:serving")
         error = shim.complete(pending)
+        pending = None
     except Exception as e:
         error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
+        if pending is not None:  # its process must not outlive the failed start
+            _kill_and_reap(pending[0])
     if error:
         if shim is not None:
             shim.state.update(status="created", exit_code=127, error=error, pid=0)
@@ -689,13 +715,12 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         _exit_hook()
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def _exit_hook() -> None:

@@ -84,16 +84,21 @@ def now() -> str:
 # codecs) to build, which in a shim forked by the fork server means fewer of the server's
 # pages copied.
 
+def read_all(fd: int) -> bytes:
+    """Everything `fd` yields until EOF."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def read_bytes(path: str) -> bytes:
     """The whole file; raises FileNotFoundError (and other OSErrors) like open()."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return read_all(fd)
     finally:
         os.close(fd)
 

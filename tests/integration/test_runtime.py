@@ -419,3 +419,22 @@ def test_failure_before_the_cgroup_move_is_reported(rt: Runtime) -> None:
     with pytest.raises(launch.StartError, match=r"bind source .*missing-hosts does not exist"):
         launch.start(d)
     assert not any(os.path.exists(p) for p in cgroups.Cgroup(f"{rt.parent}/{d.name}").dirs())
+
+
+def test_a_restart_that_cannot_join_the_pid_namespace_is_an_error_not_a_dead_shim(
+        rt: Runtime) -> None:
+    """A container in another container's PID namespace dies with it; its restarts then
+    cannot join that namespace: each is recorded as an error (the shim lives on, applying
+    its back-off) and a stop still ends it cleanly."""
+    a = rt.create("sleep", "30")
+    first = launch.start(a)
+    b = rt.create("sleep", "30", restart=RestartPolicy("always"),
+                  namespaces={"pid": f"/proc/{first.pid}/ns/pid"})
+    joined = launch.start(b)
+    assert _ns(joined.pid, "pid") == _ns(first.pid, "pid")
+    launch.stop(a, timeout=0)
+    failed = wait_for(lambda: (s := launch.state(b)).restart_count >= 1 and s.error and s)
+    assert re.fullmatch(rf"join pid namespace /proc/{first.pid}/ns/pid: [A-Z][\w ]+",
+                        failed.error), failed.error
+    assert failed.status == "restarting"  # a live shim, still applying the policy
+    assert launch.stop(b, timeout=0).status == "exited"
