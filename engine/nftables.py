@@ -1,8 +1,9 @@
 """nftables through libnftables (what the `nft` tool is a front end to), in process.
 
 A command runs as `nft -f -` would run it, without starting a process: ~2 ms instead of
-~5-25 ms (more under load), twice per network removal and once per creation. Each call
-has its own context, so threads may call at once (ctypes lets go of the GIL meanwhile).
+~5-25 ms (more under load), twice per network removal and once per creation. Calls are
+serialised within the process: libnftables has kept global state across contexts in some
+versions, and a call takes ~2 ms.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
 
 from engine.errors import Unavailable
 
 # libnftables.h: output flags
 OUTPUT_HANDLE = 1 << 3
 OUTPUT_JSON = 1 << 4
+
+_one_at_a_time = threading.Lock()
 
 
 @functools.cache
@@ -48,6 +52,11 @@ def run(script: str, *, json: bool = False, handles: bool = False) -> str:
     lib = _lib()
     if lib is None:
         raise Unavailable("libnftables is not installed (Debian package nftables)")
+    with _one_at_a_time:
+        return _run(lib, script, json, handles)
+
+
+def _run(lib: ctypes.CDLL, script: str, json: bool, handles: bool) -> str:
     ctx = lib.nft_ctx_new(0)
     if not ctx:
         raise Unavailable("libnftables: cannot create a context")

@@ -25,14 +25,16 @@ _CREATED = re.compile(r"CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX)\s+IF\s+NOT\s+EXIS
 # coarse steps (up to 100 ms) while another connection writes; threads of one process (the
 # parallel starts of `up`) queue on this lock instead and go on the moment it is free. The
 # busy timeout remains for writers in other processes.
-_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS: dict[str, threading.RLock] = {}
 _WRITERS_GUARD = threading.Lock()
 
 
-def _writer_lock(path: Path) -> threading.Lock:
+def _writer_lock(path: Path) -> threading.RLock:
     key = str(path.resolve())
     with _WRITERS_GUARD:
-        return _WRITERS.setdefault(key, threading.Lock())
+        # Re-entrant: a transaction of another Store on the same file, nested in this
+        # thread, meets SQLite's busy timeout (an error) rather than waiting for itself.
+        return _WRITERS.setdefault(key, threading.RLock())
 
 
 class Store:
@@ -58,8 +60,9 @@ class Store:
         return conn
 
     def ensure_schema(self, ddl: str) -> None:
-        """Runs `ddl` (CREATE ... IF NOT EXISTS statements) once per Store object, and only
-        when something it names is missing (a read: no write lock on every command)."""
+        """Runs `ddl` (CREATE TABLE/INDEX ... IF NOT EXISTS statements only: migrations do not
+        belong here) once per Store object, and only when something it names is missing (a
+        read: no write lock on every command)."""
         if ddl in self._schemas:
             return
         names = set(_CREATED.findall(ddl))
