@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal as signals
 import socket
 import subprocess
@@ -170,6 +171,9 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     finally:
         os.close(w)
     with os.fdopen(r, "rb") as f:
+        ready, _, _ = select.select([f], [], [], timeout)
+        if not ready:  # a shim that hangs must not hang the command with it
+            raise StartError(f"container shim did not report within {timeout:g}s")
         raw = f.readline()
     if not raw:
         log = _tail(os.path.join(path, "shim.log"))
