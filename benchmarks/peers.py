@@ -237,6 +237,7 @@ def shipyard_tool() -> Tool:
     exe = REPO / ".venv" / "bin" / "shipyard"
     cli = str(exe) if exe.exists() else shutil.which("shipyard") or "shipyard"
     env = {**os.environ, "SHIPYARD_ROOT": str(PEERS / "shipyard-root")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as in an installed copy
     # `up` lands as a subcommand; until then the stack rows say so
     commands = set(re.findall(r"^ {4}(\w[\w-]*)", sh([cli, "--help"], env), re.M))
     has_up = {"up", "down", "ps"} <= commands

@@ -154,7 +154,9 @@ def main() -> int:
     skip = set(filter(None, args.skip.split(",")))
     with tempfile.TemporaryDirectory(prefix="stack-bench-") as tmp:
         work = Path(tmp)
+        # Bytecode cached as in an installed copy (this environment may turn writing it off).
         env = {**os.environ, "SHIPYARD_ROOT": str(work / "root")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         tar = busybox.make_rootfs_tar(work / "busybox.tar")
         timed([*shipyard(), "image", "import", str(tar), "busybox"], work, env)
         try:
