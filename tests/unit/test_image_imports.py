@@ -3,20 +3,13 @@ names, so the tar unpacker and the decompressors must load only when a layer is 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.imports import loaded_after
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("tarfile", "uuid", "zstandard", "gzip", "platform", "engine.layertar",
          "engine.compression", "engine.imagecommit", "engine.imageremove")
-
-
-def loaded_after(code: str) -> set[str]:
-    probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
-    return set(out.split())
 
 
 def test_resolving_names_loads_no_tar_or_compression_code() -> None:

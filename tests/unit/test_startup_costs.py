@@ -17,6 +17,7 @@ import pytest
 from compose import codecache
 from compose.commands.humanize import _epoch
 from compose.loader import validate
+from tests.support.imports import loaded_after
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -163,13 +164,6 @@ def test_the_cli_process_caches_and_prints_the_same(tmp_path: Path) -> None:
 
 
 # ---- imports -------------------------------------------------------------------------------
-
-def loaded_after(code: str) -> set[str]:
-    probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
-    return set(out.split())
-
 
 def test_the_cli_module_imports_neither_argparse_nor_dataclasses() -> None:
     loaded = loaded_after("import compose.cli")
