@@ -99,13 +99,6 @@ class YMap(dict):
         self.key_locs = {}
         self.tags = {}
 
-    def copy_meta(self, other: YMap) -> YMap:
-        """Takes `other`'s locations (for keys this map has) and returns self."""
-        self.loc = other.loc
-        self.key_locs.update({k: v for k, v in other.key_locs.items() if k in self})
-        self.tags.update({k: v for k, v in other.tags.items() if k in self})
-        return self
-
 
 class YSeq(list):
     """A sequence from a YAML file. `loc` is where it starts, `item_locs[i]` where item i is

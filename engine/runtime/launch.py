@@ -10,7 +10,6 @@ threads.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import signal as signals
@@ -440,15 +439,3 @@ def exec_output(container_dir: str | os.PathLike[str], argv: list[str],
                     **kwargs)  # type: ignore[arg-type]
         out.seek(0)
         return code, out.read().decode(errors="replace")
-
-
-def iter_containers(base: str | os.PathLike[str]) -> Iterator[tuple[str, State]]:
-    """(directory, state) of every container directory under `base`."""
-    with contextlib.suppress(FileNotFoundError):
-        for entry in sorted(os.scandir(base), key=lambda e: e.name):
-            if os.path.isfile(os.path.join(entry.path, "config.json")):
-                try:
-                    yield entry.path, state(entry.path)
-                except OSError as e:
-                    if e.errno != errno.ENOENT:
-                        raise
