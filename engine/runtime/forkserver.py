@@ -63,11 +63,13 @@ def _prepare() -> None:
     """What every shim and container would otherwise compute for itself, done once here:
     the cgroup hierarchies (from the mount table) and the host's cgroup symlinks, the
     kernel's last capability, and the BPF program of the default seccomp profile
-    (libseccomp takes ~1 ms per profile)."""
+    (libseccomp takes ~1 ms per profile). Imports what the shims import later on (init
+    brings init_rootfs), so that no child imports after the fork."""
     import caps
     import cgroups
     import init
     import seccomp
+    import shim_health  # noqa: F401  (imported by a shim when its container has a healthcheck)
 
     try:
         cgroups.remember_hierarchies()

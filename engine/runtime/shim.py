@@ -10,14 +10,14 @@ session of its own, which needs no second fork. Then (cwd = container dir, SIGHU
     and moves it into the cgroup (on v1 that may wait ~10 ms for an RCU grace period)
     while it sets up its namespaces and rootfs; then lets it go on to execve;
   - writes one JSON line to the status fd: {"pid": N} or {"error": "..."} and closes it;
-  - owns stdio: pipes (or a pty with `tty`) -> <id>-json.log in Docker's json-file format;
+  - owns stdio: pipes (or a pty with `tty`) -> <id>-json.log in Docker's json-file format
+    (shim_stdio.py);
   - records state.json atomically on every change;
   - applies the restart policy with Docker's back-off (100 ms doubling, reset after 10 s up);
-  - runs healthchecks in processes that join the container's namespaces and cgroup;
-  - serves a control socket `ctl.sock` (one JSON request line, one JSON reply line):
-    {"op": "stop", "timeout": s}, {"op": "kill", "signal": n}, {"op": "pause"},
-    {"op": "resume"}, {"op": "wait"} (reply when the container stopped for good),
-    {"op": "state"};
+  - runs healthchecks in processes that join the container's namespaces and cgroup
+    (shim_health.py);
+  - serves a control socket `ctl.sock`: stop, kill, pause, resume, wait, state
+    (shim_control.py);
   - serves the published ports (portproxy.py, when the engine wrote ports.json);
   - when the container has stopped for good: final state, listeners closed, cgroup
     removed, exit; then, unless an engine command waited for that stop, runs the engine's
@@ -36,22 +36,24 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _socket  # the C module: `socket` imports enum and more
-
 import cgroups
 import state as st
 import tracing as trace
+from shim_control import Control
+from shim_stdio import Output
 
-# `init`, `syscalls` and `seccomp` (ctypes) are imported when the shim starts a container
-# (a fork server has them imported already).
+# `init`, `syscalls` and `seccomp` (ctypes) are imported when the shim starts a container,
+# `shim_health` when it has a healthcheck (a fork server has them imported already).
 
-LOG_LINE_MAX = 16 * 1024
-HEALTH_LOG_KEEP = 5
-HEALTH_OUTPUT_MAX = 4096
 IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 
 
-class Shim:
+class Shim(Output, Control):
+    """The monitor's state and event loop, and the container's life (start, exit,
+    restart policy, final stop). Its output goes to the log (shim_stdio.Output), requests
+    come through the control socket (shim_control.Control), healthchecks run in
+    shim_health.Health."""
+
     def __init__(self, container_dir: str) -> None:
         self.dir = container_dir
         self.spec: dict = st.read_json("config.json")  # type: ignore[assignment]
@@ -74,11 +76,7 @@ class Shim:
         self.manual_stop = False
         self.backoff = 0.1
         self.started_mono = 0.0
-        self.health_pid = 0
-        self.health_fd = -1
-        self.health_out = b""
-        self.health_start = ""
-        self.health_started_mono = 0.0
+        self.health = None         # shim_health.Health when there is a healthcheck
         self.done = False
         self.proxy = None          # portproxy.Proxy when ports are published
         self.engine_releases = False
@@ -150,8 +148,8 @@ class Shim:
             code = code if code >= 0 else 128 - code
             if pid == self.pid:
                 self.exited(code)
-            elif pid == self.health_pid:
-                self.health_done(code)
+            elif self.health is not None and pid == self.health.pid:
+                self.health.done(code)
 
     # -- the container ----------------------------------------------------------------------
 
@@ -262,8 +260,11 @@ class Shim:
         self.state.update(status="running", pid=child, started_at=st.now(), error="",
                           exit_code=0)
         if self.opts.get("healthcheck"):
+            if self.health is None:
+                import shim_health  # a fork server's shims have it already
+                self.health = shim_health.Health(self)
             self.state["health"] = {"status": "starting", "failing_streak": 0, "log": []}
-            self.schedule_health()
+            self.health.schedule()
         self.save()
         return None
 
@@ -276,62 +277,11 @@ class Shim:
             return str(e)
         return self.complete(pending)
 
-    def on_output(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: the pty's last holder closed it
-            data = b""
-        if data:
-            self.log(fd, data)
-        else:
-            self.close_stream(fd)
-
-    def log(self, fd: int, data: bytes) -> None:
-        entry = self.streams[fd]
-        lines = (entry[1] + data).split(b"\n")
-        entry[1] = lines.pop()
-        out = [self.entry(entry[0], line + b"\n") for line in lines]
-        while len(entry[1]) >= LOG_LINE_MAX:
-            out.append(self.entry(entry[0], entry[1][:LOG_LINE_MAX]))
-            entry[1] = entry[1][LOG_LINE_MAX:]
-        if out:
-            os.write(self.log_fd, b"".join(out))
-
-    @staticmethod
-    def entry(stream: str, raw: bytes) -> bytes:
-        text = raw.decode("utf-8", "replace")
-        return (st.dumps({"log": text, "stream": stream, "time": st.now()}) + "\n").encode()
-
-    def close_stream(self, fd: int) -> None:
-        entry = self.streams.pop(fd, None)
-        if entry and entry[1]:
-            os.write(self.log_fd, self.entry(entry[0], entry[1]))
-        self.unwatch(fd)
-        os.close(fd)
-
-    def drain(self) -> None:
-        for fd in list(self.streams):
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                self.log(fd, data)
-            self.close_stream(fd)
-        if self.stdin_w >= 0:
-            os.close(self.stdin_w)
-            self.stdin_w = -1
-
     def exited(self, code: int) -> None:
         self.drain()
         self.pid = 0
-        self.cancel_health()
+        if self.health is not None:
+            self.health.cancel()
         self.timers.pop("kill", None)
         self.state.update(pid=0, exit_code=code, finished_at=st.now())
         if self.cgroup.frozen():
@@ -384,221 +334,6 @@ class Shim:
         except OSError as e:
             sys.stderr.write(f"shim: removing cgroup: {e}\n")
         self.done = True
-
-    # -- control ------------------------------------------------------------------------------
-
-    def serve(self) -> None:
-        try:
-            os.unlink("ctl.sock")
-        except FileNotFoundError:
-            pass
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        sock.bind("ctl.sock")
-        sock.listen(16)
-        sock.setblocking(False)
-        self.listener = sock
-        self.conns: dict[int, list] = {}
-        self.watch(sock.fileno(), self.on_accept)
-
-    def on_accept(self, _fd: int) -> None:
-        try:
-            fd, _ = self.listener._accept()
-        except BlockingIOError:
-            return
-        conn = _socket.socket(fileno=fd)
-        self.conns[fd] = [conn, b""]
-        self.watch(fd, self.on_request)
-
-    def on_request(self, fd: int) -> None:
-        conn, buf = self.conns[fd]
-        try:
-            data = conn.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            self.drop(conn)
-            return
-        buf += data
-        self.conns[fd][1] = buf
-        if b"\n" not in buf:
-            return
-        self.unwatch(fd)
-        try:
-            request = st.loads(buf.split(b"\n", 1)[0])
-            self.handle(conn, request)  # type: ignore[arg-type]
-        except Exception as e:  # a bad request must not take the shim down
-            self.respond(conn, st.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
-
-    def respond(self, conn: object, line: str) -> None:
-        try:
-            conn.sendall(line.encode())  # type: ignore[attr-defined]
-        except OSError:
-            pass
-        self.drop(conn)
-
-    def drop(self, conn: object) -> None:
-        fd = conn.fileno()  # type: ignore[attr-defined]
-        self.unwatch(fd)
-        self.conns.pop(fd, None)
-        conn.close()  # type: ignore[attr-defined]
-
-    def handle(self, conn: object, request: dict) -> None:
-        op = request.get("op")
-        ok = st.dumps({"ok": True}) + "\n"
-        if op == "state":
-            self.respond(conn, st.dumps(self.state) + "\n")
-        elif op == "wait":
-            self.waiters.append(conn)
-        elif op == "stop":
-            self.waiters.append(conn)
-            self.stop(float(request.get("timeout", self.opts.get("stop_timeout", 10))))
-        elif op == "kill":
-            self.manual_stop = True
-            sig = int(request.get("signal", signal.SIGKILL))
-            if self.pid:
-                os.kill(self.pid, sig)
-                if sig == signal.SIGKILL and self.cgroup.frozen():
-                    self.cgroup.thaw()  # a frozen task cannot die
-            elif self.state["status"] == "restarting":
-                self.timers.pop("restart", None)
-                self.finish("exited")
-            self.respond(conn, ok)
-        elif op in ("pause", "resume"):
-            if not self.pid:
-                self.respond(conn, st.dumps({"error": "container is not running"}) + "\n")
-                return
-            if op == "pause":
-                self.cgroup.freeze()
-                self.state["status"] = "paused"
-            else:
-                self.cgroup.thaw()
-                self.state["status"] = "running"
-            self.save()
-            self.respond(conn, ok)
-        else:
-            self.respond(conn, st.dumps({"error": f"unknown op {op!r}"}) + "\n")
-
-    def stop(self, timeout: float) -> None:
-        self.manual_stop = True
-        if self.state["status"] == "restarting":
-            self.timers.pop("restart", None)
-            self.finish("exited")
-            return
-        if not self.pid:
-            return
-        if timeout == 0:
-            self.hard_kill()
-            return
-        try:
-            os.kill(self.pid, int(self.opts.get("stop_signal", signal.SIGTERM)))
-        except ProcessLookupError:
-            pass
-        if self.cgroup.frozen():
-            self.cgroup.thaw()
-        if timeout > 0:
-            self.set_timer("kill", timeout, self.hard_kill)
-
-    def hard_kill(self) -> None:
-        if self.pid:
-            self.cgroup.kill()
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    # -- healthchecks ---------------------------------------------------------------------
-
-    def in_start_period(self) -> bool:
-        hc = self.opts["healthcheck"]
-        return time.monotonic() - self.started_mono < float(hc.get("start_period") or 0)
-
-    def schedule_health(self) -> None:
-        hc = self.opts["healthcheck"]
-        starting = self.state["health"]["status"] == "starting" and self.in_start_period()
-        delay = float(hc["start_interval"] if starting else hc["interval"])
-        self.set_timer("health", delay, self.probe)
-
-    def probe(self) -> None:
-        if not self.pid or self.health_pid:
-            return
-        if self.state["status"] == "paused":
-            self.schedule_health()
-            return
-        hc = self.opts["healthcheck"]
-        process = dict(self.spec["process"], args=list(hc["test"]), terminal=False)
-        out_r, out_w = os.pipe()
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            os.close(out_r)
-            import init
-            init.run_in(self.pid, self.cgroup, self.spec, process, (null, out_w, out_w),
-                        out_w)
-        os.close(out_w)
-        os.close(null)
-        os.set_blocking(out_r, False)
-        self.health_pid, self.health_fd, self.health_out = pid, out_r, b""
-        self.health_start = st.now()
-        self.health_started_mono = time.monotonic()
-        self.watch(out_r, self.on_health_output)
-        self.set_timer("health_timeout", float(hc["timeout"]), self.health_timeout)
-
-    def on_health_output(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        if data:
-            self.health_out = (self.health_out + data)[:HEALTH_OUTPUT_MAX]
-        else:
-            self.unwatch(fd)
-
-    def health_timeout(self) -> None:
-        if self.health_pid:
-            try:
-                os.kill(self.health_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.health_out = (f"Health check exceeded timeout "
-                               f"({self.opts['healthcheck']['timeout']}s)").encode()
-            self.health_timed_out = True
-
-    def health_done(self, code: int) -> None:
-        self.timers.pop("health_timeout", None)
-        if self.health_fd >= 0:
-            if self.health_fd in self.handlers:
-                self.on_health_output(self.health_fd)
-                self.unwatch(self.health_fd)
-            os.close(self.health_fd)
-        self.health_pid, self.health_fd = 0, -1
-        if getattr(self, "health_timed_out", False):
-            code, self.health_timed_out = -1, False
-        health = self.state.get("health")
-        if not health or not self.pid:
-            return
-        hc = self.opts["healthcheck"]
-        health["log"] = (health["log"] + [{
-            "start": self.health_start, "end": st.now(), "exit_code": code,
-            "output": self.health_out.decode("utf-8", "replace")}])[-HEALTH_LOG_KEEP:]
-        if code == 0:
-            health["status"] = "healthy"
-            health["failing_streak"] = 0
-        elif not (health["status"] == "starting" and self.in_start_period()):
-            health["failing_streak"] += 1
-            if health["failing_streak"] >= int(hc["retries"]):
-                health["status"] = "unhealthy"
-        self.save()
-        self.schedule_health()
-
-    def cancel_health(self) -> None:
-        self.timers.pop("health", None)
-        self.timers.pop("health_timeout", None)
-        if self.health_pid:
-            try:
-                os.kill(self.health_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
 
 def pid_namespace(linux: dict) -> int:
     """Makes the shim's next children start in the spec's PID namespace (a new one, of

@@ -1,0 +1,141 @@
+"""The shim's control socket `ctl.sock` and the stop/kill/pause requests. Stdlib only.
+
+A mixin of `shim.Shim` (imported by path as its sibling), which provides the event loop
+(`watch`, `unwatch`, `set_timer`, `timers`), the container (`pid`, `cgroup`, `state`, `opts`,
+`save`, `finish`) and `waiters` (connections answered when the container stopped for good).
+One JSON request line per connection, one JSON reply line:
+{"op": "stop", "timeout": s}, {"op": "kill", "signal": n}, {"op": "pause"}, {"op": "resume"},
+{"op": "wait"} (reply when the container stopped for good), {"op": "state"}.
+"""
+
+from __future__ import annotations
+
+import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
+import _socket  # the C module: `socket` imports enum and more
+import os
+
+import state as st
+
+
+class Control:
+    listener: _socket.socket
+    conns: dict[int, list]
+
+    def serve(self) -> None:
+        try:
+            os.unlink("ctl.sock")
+        except FileNotFoundError:
+            pass
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        sock.bind("ctl.sock")
+        sock.listen(16)
+        sock.setblocking(False)
+        self.listener = sock
+        self.conns = {}
+        self.watch(sock.fileno(), self.on_accept)
+
+    def on_accept(self, _fd: int) -> None:
+        try:
+            fd, _ = self.listener._accept()
+        except BlockingIOError:
+            return
+        conn = _socket.socket(fileno=fd)
+        self.conns[fd] = [conn, b""]
+        self.watch(fd, self.on_request)
+
+    def on_request(self, fd: int) -> None:
+        conn, buf = self.conns[fd]
+        try:
+            data = conn.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(conn)
+            return
+        buf += data
+        self.conns[fd][1] = buf
+        if b"\n" not in buf:
+            return
+        self.unwatch(fd)
+        try:
+            request = st.loads(buf.split(b"\n", 1)[0])
+            self.handle(conn, request)  # type: ignore[arg-type]
+        except Exception as e:  # a bad request must not take the shim down
+            self.respond(conn, st.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
+
+    def respond(self, conn: object, line: str) -> None:
+        try:
+            conn.sendall(line.encode())  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        self.drop(conn)
+
+    def drop(self, conn: object) -> None:
+        fd = conn.fileno()  # type: ignore[attr-defined]
+        self.unwatch(fd)
+        self.conns.pop(fd, None)
+        conn.close()  # type: ignore[attr-defined]
+
+    def handle(self, conn: object, request: dict) -> None:
+        op = request.get("op")
+        ok = st.dumps({"ok": True}) + "\n"
+        if op == "state":
+            self.respond(conn, st.dumps(self.state) + "\n")
+        elif op == "wait":
+            self.waiters.append(conn)
+        elif op == "stop":
+            self.waiters.append(conn)
+            self.stop(float(request.get("timeout", self.opts.get("stop_timeout", 10))))
+        elif op == "kill":
+            self.manual_stop = True
+            sig = int(request.get("signal", signal.SIGKILL))
+            if self.pid:
+                os.kill(self.pid, sig)
+                if sig == signal.SIGKILL and self.cgroup.frozen():
+                    self.cgroup.thaw()  # a frozen task cannot die
+            elif self.state["status"] == "restarting":
+                self.timers.pop("restart", None)
+                self.finish("exited")
+            self.respond(conn, ok)
+        elif op in ("pause", "resume"):
+            if not self.pid:
+                self.respond(conn, st.dumps({"error": "container is not running"}) + "\n")
+                return
+            if op == "pause":
+                self.cgroup.freeze()
+                self.state["status"] = "paused"
+            else:
+                self.cgroup.thaw()
+                self.state["status"] = "running"
+            self.save()
+            self.respond(conn, ok)
+        else:
+            self.respond(conn, st.dumps({"error": f"unknown op {op!r}"}) + "\n")
+
+    def stop(self, timeout: float) -> None:
+        self.manual_stop = True
+        if self.state["status"] == "restarting":
+            self.timers.pop("restart", None)
+            self.finish("exited")
+            return
+        if not self.pid:
+            return
+        if timeout == 0:
+            self.hard_kill()
+            return
+        try:
+            os.kill(self.pid, int(self.opts.get("stop_signal", signal.SIGTERM)))
+        except ProcessLookupError:
+            pass
+        if self.cgroup.frozen():
+            self.cgroup.thaw()
+        if timeout > 0:
+            self.set_timer("kill", timeout, self.hard_kill)
+
+    def hard_kill(self) -> None:
+        if self.pid:
+            self.cgroup.kill()
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
