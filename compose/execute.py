@@ -3,13 +3,13 @@ then makes its engine calls (blocking, so in worker threads, at most `parallel` 
 No decisions are made here beyond what the node says.
 
 A node whose hard dependency failed is skipped (and so are its dependents), while unrelated
-nodes carry on; a failed soft dependency (`required: false`) is only a warning. Waits poll the
-container's state file (cheap) on the event loop, not in threads.
+nodes carry on; a failed soft dependency (`required: false`) is only a warning. The waits for
+`depends_on` conditions are in compose/conditions.py, lifecycle hooks in compose/hooks.py,
+secret/config files are written by compose/sourcefiles.py.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from compose import translate as t
+from compose.conditions import wait_service
+from compose.hooks import post_start, pre_stop
 from compose.progress import DONE, ERROR, Progress
+from compose.sourcefiles import write_source
 from engine.errors import AlreadyExists, Conflict, Error, NotFound
 
 if TYPE_CHECKING:
@@ -25,8 +28,6 @@ if TYPE_CHECKING:
     from compose.plan import Plan, PlanNode
     from engine import Engine
     from engine.containers import Container
-
-POLL = 0.02  # seconds between state reads while waiting for a condition
 
 # (kind, action) -> (what progress shows while working, when done)
 WORDS = {
@@ -44,10 +45,6 @@ WORDS = {
     ("wait", "started"): ("Waiting", "Started"), ("wait", "healthy"): ("Waiting", "Healthy"),
     ("wait", "completed"): ("Waiting", "Exited"), ("wait", "running"): ("Waiting", "Running"),
 }
-
-
-class DependencyFailed(Error):
-    """A `depends_on` condition was not met; names the dependency and shows its last logs."""
 
 
 @dataclass
@@ -279,7 +276,7 @@ class _Walker:
         assert self.project is not None
         svc = self._service(node)
         for source in t.file_sources(self.project, svc, self.settings.source_dir):
-            _write_source(source)
+            write_source(source)
         request = t.service_request(self.project, svc, node.number,
                                     anonymous_volumes=dict(node.data),
                                     source_dir=self.settings.source_dir)
@@ -312,7 +309,7 @@ class _Walker:
         except NotFound:
             return
         if containers.state(old).running:
-            self._pre_stop(old)
+            pre_stop(self.engine, self.project, old)
             containers.stop(old, timeout=self.settings.timeout)
         containers.remove(old, force=True)
         keep = set(node.data.values())
@@ -345,7 +342,7 @@ class _Walker:
             if not running:
                 return "Recreated"
             containers.start(new)
-            self._post_start(new)
+            post_start(self.project, new)
             return "Started"
 
         said = await self.call(refresh)
@@ -361,7 +358,7 @@ class _Walker:
             containers = self.engine.containers
             container = containers.get(node.target)
             containers.start(container)
-            self._post_start(container)
+            post_start(self.project, container)
 
         await self.call(start)
 
@@ -369,7 +366,7 @@ class _Walker:
         def stop() -> None:
             container = self.engine.containers.get(node.target)
             if self.engine.containers.state(container).running:
-                self._pre_stop(container)
+                pre_stop(self.engine, self.project, container)
                 self.engine.containers.stop(container, timeout=self.settings.timeout)
 
         await self.call(stop)
@@ -378,41 +375,12 @@ class _Walker:
         def restart() -> None:
             container = self.engine.containers.get(node.target)
             if self.engine.containers.state(container).running:
-                self._pre_stop(container)
+                pre_stop(self.engine, self.project, container)
                 self.engine.containers.stop(container, timeout=self.settings.timeout)
             self.engine.containers.start(container)
-            self._post_start(container)
+            post_start(self.project, container)
 
         await self.call(restart)
-
-    def _hooks(self, container: Container, which: str) -> None:
-        if self.project is None:
-            return
-        svc = self.project.services.get(container.labels.get(t.SERVICE, ""))
-        if svc is None:
-            return
-        from engine.runtime import launch
-
-        for hook in getattr(svc, which):
-            env = [f"{k}={v}" for k, v in hook.environment.items() if v is not None]
-            code, output = launch.exec_output(str(container.directory), list(hook.command),
-                                              env=env, user=hook.user,
-                                              workdir=hook.working_dir)
-            if code != 0 and which == "post_start":
-                raise Conflict(f"container {container.name}: post_start hook "
-                               f"{' '.join(hook.command)!r} exited with {code}: "
-                               f"{output.strip()[-200:]}")
-
-    def _post_start(self, container: Container) -> None:
-        self._hooks(container, "post_start")
-
-    def _pre_stop(self, container: Container) -> None:
-        if self.project is None or not self.engine.containers.state(container).running:
-            return
-        try:
-            self._hooks(container, "pre_stop")
-        except Error:
-            pass  # a failing pre_stop hook must not keep the container from stopping
 
     # ---- waits -----------------------------------------------------------------------------
 
@@ -429,81 +397,15 @@ class _Walker:
         await self._wait(node, "completed")
 
     async def _wait(self, node: PlanNode, condition: str) -> None:
-        from compose.observe import project_containers
-
         assert self.project is not None
-        found = await self.call(project_containers, self.engine, self.project.name,
-                                [node.service])
-        if not found:
-            raise DependencyFailed(f'dependency "{node.service}" has no container')
-        limit = self.settings.wait_timeout
-        try:
-            with anyio.fail_after(limit):
-                for c in found:
-                    await self._wait_one(node.service, c.record, condition)
-        except TimeoutError:
-            raise DependencyFailed(f'service "{node.service}" did not become {condition} '
-                                   f"within {limit:g}s") from None
-
-    async def _wait_one(self, service: str, container: Container, condition: str) -> None:
-        state_of = self.engine.containers.state
-        while True:
-            state = state_of(container)
-            if condition == "completed":
-                if state.status in ("exited", "dead"):
-                    code = 255 if state.status == "dead" else state.exit_code
-                    if code == 0:
-                        return
-                    self._fail(service, container, f"exited with code {code}")
-            elif state.status in ("exited", "dead") and condition != "started":
-                self._fail(service, container, f"exited with code {state.exit_code}"
-                           if state.status == "exited" else "died")
-            elif condition == "started":
-                if state.status != "created":
-                    return
-            elif condition == "running":
-                if state.health is None or state.health.status == "healthy":
-                    if state.status == "running":
-                        return
-                elif state.health.status == "unhealthy":
-                    self._fail(service, container, "is unhealthy")
-            elif condition == "healthy":
-                if state.health is None:
-                    raise DependencyFailed(f'dependency "{service}" has no healthcheck: '
-                                           "condition service_healthy cannot be met "
-                                           f"(container {container.name})")
-                if state.health.status == "healthy":
-                    return
-                if state.health.status == "unhealthy":
-                    self._fail(service, container, "is unhealthy")
-            await anyio.sleep(POLL)
-
-    def _fail(self, service: str, container: Container, what: str) -> None:
-        from engine.runtime import logs
-
-        lines = [e.text.rstrip("\n") for e in logs.read(str(container.directory), tail=5)]
-        tail = "".join(f"\n  {container.name}  | {line}" for line in lines)
-        raise DependencyFailed(f'dependency failed: service "{service}" (container '
-                               f"{container.name}) {what}{tail}")
+        await wait_service(self.engine, self.project.name, node.service, condition,
+                           self.settings.wait_timeout, self.limiter)
 
 
 def heal_network_leftovers(engine: Engine) -> list[str]:
     """Names and firewall rules of networks whose record is gone (only removals killed under
     older engine versions leave those); see `Networks.sweep`."""
     return engine.networks.sweep()
-
-
-def _write_source(source: t.FileSource) -> None:
-    os.makedirs(os.path.dirname(source.path), mode=0o700, exist_ok=True)
-    tmp = f"{source.path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(source.content)
-    if source.uid is not None or source.gid is not None:
-        os.chown(tmp, source.uid if source.uid is not None else -1,
-                 source.gid if source.gid is not None else -1)
-    os.chmod(tmp, source.mode)
-    os.replace(tmp, source.path)
 
 
 def report(outcome: Outcome, plan: Plan) -> str:

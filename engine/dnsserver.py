@@ -18,8 +18,7 @@ AAAA and other types of known names empty; PTR of container addresses. Other nam
 upstreams. With no network left it exits. It also re-reads records.json when its mtime
 changes (a backstop).
 
-The wire format (RFC 1035) is written here with `struct`: the resolver only needs questions,
-A/PTR answers and a copy of the upstream's reply, and a library would double its start time.
+The wire format (RFC 1035) is in engine/dnswire.py; its names are importable from here too.
 """
 
 from __future__ import annotations
@@ -37,153 +36,26 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-TYPE_A, TYPE_PTR, TYPE_AAAA = 1, 12, 28
-CLASS_IN = 1
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-TTL = 60
-UDP_LIMIT = 512
+# The wire format: run by path under -I -S there is no package, so the sibling file (as
+# runtime/shim.py imports its siblings); imported as engine.dnsserver, the package's module.
+if __package__:
+    from engine import dnswire as wire
+else:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import dnswire as wire
+
 UPSTREAM_TIMEOUT = 1.5
 FORWARD_DEADLINE = 3.0
 IP_FREEBIND = 15
-_HEADER = struct.Struct("!HHHHHH")
 
 
-class WireError(ValueError):
-    """A malformed DNS message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    id: int
-    flags: int
-    name: str          # lower case, no trailing dot
-    qtype: int
-    qclass: int
-    question: bytes    # the question section as received, echoed in the answer
-
-
-# ------------------------------------------------------------------------------ wire format
-
-def read_name(data: bytes, offset: int) -> tuple[str, int]:
-    """Decodes a (possibly compressed) name at `offset`; returns it and the offset after it."""
-    labels: list[str] = []
-    end = None
-    jumps = 0
-    while True:
-        if offset >= len(data):
-            raise WireError("name runs past the end of the message")
-        length = data[offset]
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(data):
-                raise WireError("truncated compression pointer")
-            if end is None:
-                end = offset + 2
-            jumps += 1
-            if jumps > 32:
-                raise WireError("compression pointer loop")
-            offset = ((length & 0x3F) << 8) | data[offset + 1]
-            continue
-        if length & 0xC0:
-            raise WireError("unsupported label type")
-        offset += 1
-        if length == 0:
-            break
-        if offset + length > len(data):
-            raise WireError("label runs past the end of the message")
-        labels.append(data[offset:offset + length].decode("ascii", "replace"))
-        offset += length
-    return ".".join(labels), end if end is not None else offset
-
-
-def encode_name(name: str) -> bytes:
-    out = bytearray()
-    for label in name.rstrip(".").split("."):
-        if not label:
-            continue
-        raw = label.encode("idna") if not label.isascii() else label.encode()
-        if len(raw) > 63:
-            raise WireError(f"label {label!r} is longer than 63 bytes")
-        out += bytes([len(raw)]) + raw
-    return bytes(out + b"\0")
-
-
-def parse_query(data: bytes) -> Query:
-    if len(data) < _HEADER.size:
-        raise WireError("message shorter than a DNS header")
-    qid, flags, qdcount, _an, _ns, _ar = _HEADER.unpack_from(data)
-    if flags & 0x8000:
-        raise WireError("not a query")
-    if qdcount != 1:
-        raise WireError(f"{qdcount} questions (expected 1)")
-    name, offset = read_name(data, _HEADER.size)
-    if offset + 4 > len(data):
-        raise WireError("truncated question")
-    qtype, qclass = struct.unpack_from("!HH", data, offset)
-    return Query(qid, flags, name.lower(), qtype, qclass, data[_HEADER.size:offset + 4])
-
-
-def build_query(name: str, qtype: int = TYPE_A, qid: int = 0, rd: bool = True) -> bytes:
-    return (_HEADER.pack(qid, 0x0100 if rd else 0, 1, 0, 0, 0)
-            + encode_name(name) + struct.pack("!HH", qtype, CLASS_IN))
-
-
-def build_response(query: Query, rcode: int, answers: list[tuple[int, bytes]] = (),
-                   *, ttl: int = TTL, limit: int = UDP_LIMIT) -> bytes:
-    """An answer to `query`; each answer is (type, rdata) for the question's name. Answers
-    that do not fit in `limit` bytes are dropped and the TC bit set."""
-    opcode_rd = query.flags & 0x7900   # opcode and RD
-    flags = 0x8000 | opcode_rd | 0x0080 | (rcode & 0xF)  # QR, RA
-    if rcode == NOERROR:
-        flags |= 0x0400                # AA: only our own names are answered here
-    body = bytearray(query.question)
-    count = 0
-    for rtype, rdata in answers:
-        record = struct.pack("!HHHIH", 0xC00C, rtype, CLASS_IN, ttl, len(rdata)) + rdata
-        if _HEADER.size + len(body) + len(record) > limit:
-            flags |= 0x0200            # TC
-            break
-        body += record
-        count += 1
-    return _HEADER.pack(query.id, flags, 1, count, 0, 0) + bytes(body)
-
-
-def error_response(data: bytes, rcode: int) -> bytes | None:
-    """A header-only error answer for a query we cannot parse (None if not even a header)."""
-    if len(data) < _HEADER.size:
-        return None
-    qid, flags = struct.unpack_from("!HH", data)
-    return _HEADER.pack(qid, 0x8000 | (flags & 0x7900) | 0x0080 | rcode, 0, 0, 0, 0)
-
-
-def parse_response(data: bytes) -> tuple[int, int, list[tuple[str, int, int, bytes]]]:
-    """(id, flags, answers as (name, type, ttl, rdata)); for tests, benchmarks, tools."""
-    qid, flags, qdcount, ancount, _ns, _ar = _HEADER.unpack_from(data)
-    offset = _HEADER.size
-    for _ in range(qdcount):
-        _, offset = read_name(data, offset)
-        offset += 4
-    answers = []
-    for _ in range(ancount):
-        name, offset = read_name(data, offset)
-        rtype, _cls, ttl, length = struct.unpack_from("!HHIH", data, offset)
-        offset += 10
-        answers.append((name, rtype, ttl, data[offset:offset + length]))
-        offset += length
-    return qid, flags, answers
-
-
-def reverse_name(ip: str) -> str:
-    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
-
-
-def reverse_ip(name: str) -> str | None:
-    """The IPv4 address of an `in-addr.arpa` name, or None."""
-    if not name.endswith(".in-addr.arpa"):
-        return None
-    parts = name[: -len(".in-addr.arpa")].split(".")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
-        return None
-    return ".".join(reversed(parts))
+def __getattr__(name: str) -> object:
+    """The wire format's names (TYPE_A, NOERROR, build_query, parse_response, ...) as
+    attributes of this module too, for its importers (tests, benchmarks)."""
+    try:
+        return getattr(wire, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 # ------------------------------------------------------------------------------ records
@@ -225,20 +97,21 @@ class View:
         return ips
 
 
-def answer(view: View, query: Query, source: str) -> tuple[int, list[tuple[int, bytes]]] | None:
+def answer(view: View, query: wire.Query,
+           source: str) -> tuple[int, list[tuple[int, bytes]]] | None:
     """(rcode, answers) from the network's records, or None to forward the query."""
-    if query.qclass != CLASS_IN:
+    if query.qclass != wire.CLASS_IN:
         return None
-    if query.qtype == TYPE_PTR:
-        ip = reverse_ip(query.name)
+    if query.qtype == wire.TYPE_PTR:
+        ip = wire.reverse_ip(query.name)
         target = view.ptr.get(ip) if ip else None
-        return (NOERROR, [(TYPE_PTR, encode_name(target))]) if target else None
+        return (wire.NOERROR, [(wire.TYPE_PTR, wire.encode_name(target))]) if target else None
     ips = view.lookup(query.name, source)
     if ips is None:
         return None
-    if query.qtype != TYPE_A:
-        return NOERROR, []  # the name exists, with IPv4 addresses only
-    return NOERROR, [(TYPE_A, socket.inet_aton(ip)) for ip in ips]
+    if query.qtype != wire.TYPE_A:
+        return wire.NOERROR, []  # the name exists, with IPv4 addresses only
+    return wire.NOERROR, [(wire.TYPE_A, socket.inet_aton(ip)) for ip in ips]
 
 
 async def forward(data: bytes, upstreams: list[tuple[str, int]], tcp: bool) -> bytes | None:
@@ -256,7 +129,7 @@ async def forward(data: bytes, upstreams: list[tuple[str, int]], tcp: bool) -> b
             reply = await asyncio.wait_for(_ask(loop, host, port, query, tcp), remaining)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             continue
-        if len(reply) >= _HEADER.size and reply[:2] == new_id:
+        if len(reply) >= wire.HEADER.size and reply[:2] == new_id:
             return qid + reply[2:]
     return None
 
@@ -357,20 +230,20 @@ class Resolver:
 
     async def resolve(self, gateway: str, source: str, data: bytes, tcp: bool) -> bytes | None:
         try:
-            query = parse_query(data)
-        except WireError:
-            return error_response(data, FORMERR)
+            query = wire.parse_query(data)
+        except wire.WireError:
+            return wire.error_response(data, wire.FORMERR)
         scope = self.scope(gateway, source)
         if not scope:
-            return build_response(query, REFUSED)
+            return wire.build_response(query, wire.REFUSED)
         for view, address in scope:
             result = answer(view, query, address)
             if result is not None:
-                return build_response(query, *result, limit=65535 if tcp else UDP_LIMIT)
+                return wire.build_response(query, *result, limit=65535 if tcp else wire.UDP_LIMIT)
         view, address = scope[0]
         upstreams = view.upstreams.get(address) or self.upstreams
         reply = await forward(data, upstreams, tcp) if upstreams else None
-        return reply if reply is not None else build_response(query, SERVFAIL)
+        return reply if reply is not None else wire.build_response(query, wire.SERVFAIL)
 
     def scope(self, gateway: str, source: str) -> list[tuple[View, str]]:
         """The networks whose names `source` sees, as (view, source's address there)."""

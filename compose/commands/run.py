@@ -140,6 +140,7 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
     from compose.observe import observe
     from compose.plan import Plan
     from compose.progress import for_flags
+    from compose.sourcefiles import write_source
     from engine.errors import Error
 
     source_dir = str(engine.layout.root / "compose" / project.name)
@@ -164,7 +165,7 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
                 raise Error(execute.report(outcome, plan))
         # The service's own secret/config files (its container nodes were left out above).
         for source in t.file_sources(project, service, source_dir):
-            execute._write_source(source)
+            write_source(source)
     return source_dir
 
 
