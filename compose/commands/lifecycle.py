@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from compose.cli import Context
+    from compose.model import Project
     from compose.project import ProjectContainer
     from engine import Engine
 
@@ -81,10 +82,14 @@ def _in_parallel(engine: Engine, action: Callable[[ProjectContainer], object],
 
 
 def stop_containers(ctx: Context, engine: Engine, found: Sequence[ProjectContainer],
-                    timeout: float | None) -> None:
-    """Stops the running ones, dependents first, each level in parallel."""
+                    timeout: float | None, project: Project | None = None) -> None:
+    """Stops the running ones, dependents first, each level in parallel (after their
+    service's pre_stop hooks, when `project` is given)."""
+    from compose import hooks
+
     def stop(item: ProjectContainer) -> None:
         say(ctx, item.name, "Stopping")
+        hooks.pre_stop(engine, project, item.container)
         engine.containers.stop(item.container, timeout)
         say(ctx, item.name, "Stopped")
 
@@ -92,11 +97,16 @@ def stop_containers(ctx: Context, engine: Engine, found: Sequence[ProjectContain
         _in_parallel(engine, stop, level)
 
 
-def start_containers(ctx: Context, engine: Engine, found: Sequence[ProjectContainer]) -> None:
-    """Starts those not running, dependencies first, each level in parallel."""
+def start_containers(ctx: Context, engine: Engine, found: Sequence[ProjectContainer],
+                     project: Project | None = None) -> None:
+    """Starts those not running, dependencies first, each level in parallel (then their
+    service's post_start hooks, when `project` is given)."""
+    from compose import hooks
+
     def start(item: ProjectContainer) -> None:
         say(ctx, item.name, "Starting")
         engine.containers.start(item.container)
+        hooks.post_start(project, item.container)
         say(ctx, item.name, "Started")
 
     for level in _levels([c for c in found if not c.running]):
@@ -106,42 +116,50 @@ def start_containers(ctx: Context, engine: Engine, found: Sequence[ProjectContai
 # ---- commands ------------------------------------------------------------------------------
 
 @contextmanager
-def _session(args: argparse.Namespace, ctx: Context, *, oneoff: bool | None = False
-             ) -> Iterator[tuple[Engine, list[ProjectContainer]]]:
-    """The engine and the selected containers, read and acted on under the project lock
-    (another command changing the project is waited for, with a message)."""
+def _session(args: argparse.Namespace, ctx: Context, *, oneoff: bool | None = False,
+             with_project: bool = False
+             ) -> Iterator[tuple[Engine, list[ProjectContainer], Project | None]]:
+    """The engine, the selected containers and (with `with_project`, when there is a
+    Compose file: its lifecycle hooks run) the project, read and acted on under the project
+    lock (another command changing the project is waited for, with a message)."""
     from compose.lock import project_lock
-    from compose.project import project_containers, target
+    from compose.project import check_services, load_if_present, project_containers, target
 
-    name, _, services = target(args, ctx, args.services)
+    if with_project:
+        name, project = load_if_present(args, ctx, args.services)
+        services = check_services(project, args.services) if project is not None \
+            else tuple(dict.fromkeys(args.services))
+    else:
+        name, project, services = target(args, ctx, args.services)
     engine = ctx.engine()
     with project_lock(engine.layout, name, say=lambda text: print(text, file=ctx.stderr)):
-        yield engine, project_containers(engine, name, services=services, oneoff=oneoff)
+        yield engine, project_containers(engine, name, services=services,
+                                         oneoff=oneoff), project
 
 
 def _run_start(args: argparse.Namespace, ctx: Context) -> int:
     from engine.errors import NotFound
 
-    with _session(args, ctx) as (engine, found):
+    with _session(args, ctx, with_project=True) as (engine, found, project):
         for service in args.services:
             if not any(c.service == service for c in found):
                 raise NotFound(f'service "{service}" has no container to start')
-        start_containers(ctx, engine, found)
+        start_containers(ctx, engine, found, project)
     return 0
 
 
 def _run_stop(args: argparse.Namespace, ctx: Context) -> int:
-    with _session(args, ctx) as (engine, found):
-        stop_containers(ctx, engine, found, args.timeout)
+    with _session(args, ctx, with_project=True) as (engine, found, project):
+        stop_containers(ctx, engine, found, args.timeout, project)
     return 0
 
 
 def _run_restart(args: argparse.Namespace, ctx: Context) -> int:
     from compose.project import refresh
 
-    with _session(args, ctx) as (engine, found):
-        stop_containers(ctx, engine, found, args.timeout)
-        start_containers(ctx, engine, refresh(engine, found))
+    with _session(args, ctx, with_project=True) as (engine, found, project):
+        stop_containers(ctx, engine, found, args.timeout, project)
+        start_containers(ctx, engine, refresh(engine, found), project)
     return 0
 
 
@@ -149,7 +167,7 @@ def _run_kill(args: argparse.Namespace, ctx: Context) -> int:
     from engine.spec import signal_number
 
     signal_number(args.signal)  # a bad name fails here, not after " Killing"
-    with _session(args, ctx) as (engine, found):
+    with _session(args, ctx) as (engine, found, _):
         for item in found:
             if item.running:
                 say(ctx, item.name, "Killing")
@@ -164,7 +182,7 @@ def _freeze(args: argparse.Namespace, ctx: Context, *, pause: bool) -> int:
 
     status, act, word = (("running", launch.pause, "Paused") if pause
                          else ("paused", launch.unpause, "Unpaused"))
-    with _session(args, ctx) as (_, found):
+    with _session(args, ctx) as (_, found, _):
         for item in found:
             if item.state.status == status:
                 act(str(item.container.directory))
@@ -185,7 +203,7 @@ def _run_rm(args: argparse.Namespace, ctx: Context) -> int:
 
     from compose.project import refresh
 
-    with _session(args, ctx, oneoff=None) as (engine, found):
+    with _session(args, ctx, oneoff=None) as (engine, found, _):
         if args.stop:
             stop_containers(ctx, engine, found, None)
             found = refresh(engine, found)
