@@ -73,7 +73,9 @@ def test_run_detached_logs_exec_stop_rm(shipyard: Shipyard) -> None:
     _, out, _ = shipyard("container", "ls")
     assert "web" in out and "Up " in out
     _wait_for(lambda: "hello" in shipyard("container", "logs", "web")[1])
-    _, out, _ = shipyard("container", "exec", "web", "sh", "-c", "echo $GREETING; hostname")
+    code, out, _ = shipyard.process("container", "exec", "web", "sh", "-c",
+                                    "echo $GREETING; hostname")
+    assert code == 0 and out.split()[0] == "hello" and len(out.split()) == 2
     code, _, _ = shipyard("container", "exec", "web", "sh", "-c", "exit 7", ok=False)
     assert code == 7
     started = time.monotonic()

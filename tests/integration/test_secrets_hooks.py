@@ -5,9 +5,6 @@ container by `up`, `start`, `stop` and `down`, and a failing post_start hook is 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -55,13 +52,10 @@ volumes:
 
 
 def exec_out(cli: Shipyard, *argv: str) -> str:
-    """Output of a command in the app container. A separate CLI process: `exec` hands the
-    process the real stdout, which the in-process runner cannot capture."""
-    done = subprocess.run([sys.executable, "-m", "compose.cli", "container", "exec",
-                           "blog-app-1", *argv], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "SHIPYARD_ROOT": str(cli.root)})
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    """Output of a command in the app container."""
+    code, out, err = cli.process("exec", "-T", "app", *argv)
+    assert code == 0, err
+    return out
 
 
 def test_secrets_and_configs_are_mounted_read_only_as_asked(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +39,16 @@ class Shipyard:
         if ok:
             assert code == 0, f"shipyard {' '.join(full)} -> {code}: {err.getvalue()}"
         return code, out.getvalue(), err.getvalue()
+
+    def process(self, *argv: str, timeout: float = 30) -> tuple[int, str, str]:
+        """Like calling the runner, in a separate CLI process: for commands that hand a
+        container process the real stdout (`exec`, `run`), which cannot be captured here."""
+        env = dict(os.environ)
+        if self.root is not None:
+            env["SHIPYARD_ROOT"] = str(self.root)
+        done = subprocess.run([sys.executable, "-m", "compose.cli", *self.prefix, *argv],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+        return done.returncode, done.stdout, done.stderr
 
     def remove_everything(self, *, ok: bool = True) -> None:
         """Every container (with its anonymous volumes) and network of this engine root;
