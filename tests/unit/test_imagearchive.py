@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,7 @@ from engine import imagearchive, layers
 from engine.errors import InvalidArgument
 from engine.images import Images
 from engine.layout import Layout
-
-
-def tar_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
+from tests.support.tars import tar_bytes
 
 LAYER = tar_bytes({"etc/hostname": b"box\n"})
 DIFF_ID = "sha256:" + hashlib.sha256(LAYER).hexdigest()

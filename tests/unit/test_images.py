@@ -29,16 +29,11 @@ from engine.imageformat import (
 )
 from engine.images import Images
 from engine.layout import Layout
+from tests.support.tars import tar_bytes
 
 
 def rootfs_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_bytes(files, mode=0o755)
 
 
 @pytest.fixture
