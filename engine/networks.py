@@ -268,7 +268,15 @@ class Networks:
                              (network_id, name, "bridge", created, int(internal),
                               int(attachable), dumps(dict(labels or {})), dumps(opts), bridge,
                               mtu))
-                netdevs.make_bridge(bridge, config, mtu)  # last: the commit follows
+            # After the commit: a command killed while the kernel makes the bridge leaves a
+            # record (unfinished: no DNS row) that names it, which the next creation or
+            # connect finishes or drops. Made inside the transaction, the bridge outlived a
+            # rolled-back record with nothing left to find it by.
+            try:
+                netdevs.make_bridge(bridge, config, mtu)
+            except BaseException:
+                self._forget(network_id)  # (a Conflict: that interface is not ours to delete)
+                raise
             try:
                 self.egress.add(network_id, bridge, config.subnet, internal=internal,
                                 masquerade=opts.get(MASQUERADE_OPTION, "true") != "false")
@@ -335,6 +343,10 @@ class Networks:
         _side_by_side(lambda: self.dns.remove_network(network_id),
                       lambda: self.egress.remove(network_id),
                       lambda: netdevs.delete_link(bridge))
+        self._forget(network_id)
+
+    def _forget(self, network_id: str) -> None:
+        """The network's records: endpoints, the network, its subnet and leases."""
         with self.store.tx() as conn:
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ?", (network_id,))
             conn.execute("DELETE FROM networks WHERE id = ?", (network_id,))
