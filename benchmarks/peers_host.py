@@ -154,6 +154,10 @@ def restore_host(before: HostState) -> None:
                 os.rmdir(dirpath)
             except OSError as e:
                 print(f"  cleanup: cgroup {dirpath}: {e}", file=sys.stderr)
+    from engine.layout import Layout
+
+    # The engine's run directory of the benchmark's root (names, locks) goes with the root.
+    shutil.rmtree(Layout.at(PEERS / "shipyard-root").run, ignore_errors=True)
     for d in ("docker", "docker-exec", "podman-storage", "podman-networks", "shipyard-root",
               "stacks", "bundle"):
         if not any(str(PEERS / d) in m for m in mounts()):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -171,6 +172,10 @@ def main() -> int:
                 if (project / "compose.yaml").exists():
                     subprocess.run([*shipyard(), "down", "-t", "0", "-v"], cwd=project, env=env,
                                    capture_output=True)
+            from engine.layout import Layout
+
+            # The engine's run directory (names, locks) goes with the temporary root.
+            shutil.rmtree(Layout.at(work / "root").run, ignore_errors=True)
     print(json.dumps({"runs": args.runs}))
     return 0
 
