@@ -9,6 +9,7 @@ to find what a killed command left.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -91,10 +92,11 @@ def make_bridge(bridge: str, config: SubnetConfig, mtu: int | None) -> None:
 
 
 def plug(path: str, bridge: str, host_if: str, ip: IPv4Address, config: SubnetConfig,
-          mac: str, mtu: int | None) -> str:
+          mac: str, mtu: int | None, inside: Rtnl | None = None) -> str:
     """Creates the veth pair with its inner end already in the namespace and configures both
-    ends; returns the inner interface name."""
-    with rtnl(path) as inner:
+    ends; returns the inner interface name. `inside`: a client in that namespace to use
+    (making one costs a thread that enters the namespace)."""
+    with contextlib.nullcontext(inside) if inside is not None else rtnl(path) as inner:
         taken = inner.links()
         ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -26,6 +26,7 @@ synchronous, so async callers run them in a worker thread.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -48,6 +49,7 @@ from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Un
 from engine.ipam import DEFAULT_POOLS, Ipam, Pool
 from engine.layout import Layout
 from engine.netdevs import bridge_name, host_networks, mac_for, veth_name
+from engine.rtnl import Rtnl
 from engine.store import Store, dumps, loads
 
 DEFAULT_NETWORK = "bridge"
@@ -419,20 +421,21 @@ class Networks:
         ip, config = self.ipam.lease(net.id, container_id, ipv4_address, holder_label=label)
         mac = (mac_address or mac_for(ip)).lower()
         try:
-            ifname = netdevs.plug(path, net.bridge, host_if, ip, config, mac, mtu)
-            names = [name, *aliases, *dns_names, container_id[:12]]
-            # One transaction for the endpoint and its names (fewer writers queueing for the
-            # database); the publish waits until it has committed.
-            with self.dns.batch(), self.store.tx() as conn:
-                conn.execute(
-                    "INSERT INTO network_endpoints (network_id, container_id, name, netns, "
-                    "ifname, host_ifname, ipv4, mac, aliases, gw_priority) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (net.id, container_id, name, path, ifname, host_if, str(ip), mac,
-                     dumps(list(aliases)), int(gw_priority)))
-                self.dns.register(net.id, container_id, names, str(ip), links=links,
-                                  upstreams=dns)
-            self._route(path)
+            with netdevs.rtnl(path) as inside:  # one client in the namespace for both steps
+                ifname = netdevs.plug(path, net.bridge, host_if, ip, config, mac, mtu, inside)
+                names = [name, *aliases, *dns_names, container_id[:12]]
+                # One transaction for the endpoint and its names (fewer writers queueing for
+                # the database); the publish waits until it has committed.
+                with self.dns.batch(), self.store.tx() as conn:
+                    conn.execute(
+                        "INSERT INTO network_endpoints (network_id, container_id, name, netns, "
+                        "ifname, host_ifname, ipv4, mac, aliases, gw_priority) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (net.id, container_id, name, path, ifname, host_if, str(ip), mac,
+                         dumps(list(aliases)), int(gw_priority)))
+                    self.dns.register(net.id, container_id, names, str(ip), links=links,
+                                      upstreams=dns)
+                self._route(path, inside)
         except BaseException:
             self._unplug(net.id, container_id, host_if, path)
             raise
@@ -505,13 +508,15 @@ class Networks:
         if reroute is not None and netns.exists(reroute):
             self._route(reroute)
 
-    def _route(self, path: str) -> None:
-        """Points the namespace's default route at its best non-internal network."""
+    def _route(self, path: str, inside: Rtnl | None = None) -> None:
+        """Points the namespace's default route at its best non-internal network (through
+        `inside`, a client in that namespace, when the caller has one)."""
         rows = self.store.query(
             "SELECT e.ifname, e.network_id FROM network_endpoints e JOIN networks n "
             "ON n.id = e.network_id WHERE e.netns = ? AND n.internal = 0 "
             "ORDER BY e.gw_priority DESC, e.seq", (path,))
-        with netdevs.rtnl(path) as rt:
+        with contextlib.nullcontext(inside) if inside is not None else \
+                netdevs.rtnl(path) as rt:
             if not rows:
                 try:
                     rt.delete_default_route()
