@@ -10,6 +10,7 @@ secret/config files are written by compose/sourcefiles.py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,15 @@ class _Walker:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    async def _gone(self, remove: Callable[[], object], *also: type[Error]) -> None:
+        """Runs `remove` in a worker; NotFound (already gone) and the `also` errors are no
+        failure."""
+        def call() -> None:
+            with contextlib.suppress(NotFound, *also):
+                remove()
+
+        await self.call(call)
+
     async def node(self, node: PlanNode) -> None:
         try:
             for dep in (*node.after, *node.soft):
@@ -154,9 +164,13 @@ class _Walker:
                 # A handler may say what it did, when that is not what the plan foresaw.
                 said = await getattr(self, f"_{node.kind}_{node.action}")(node)
                 finished = said or finished
-            except Error as error:
+            except (Error, OSError) as error:
+                # An OSError (a secret file that cannot be written, a full disk) fails this
+                # step with its message, as an engine error does; unrelated steps go on.
                 self.status[node.id] = "failed"
-                self.outcome.failed[node.id] = str(error)
+                self.outcome.failed[node.id] = str(error) if isinstance(error, Error) else \
+                    f"{error.strerror or error}" + (f": {error.filename}" if error.filename
+                                                     else "")
                 self.progress.event(kind, shown, "Error", ERROR)
                 return
             self.status[node.id] = "done"
@@ -206,13 +220,7 @@ class _Walker:
         await self.call(create)
 
     async def _network_remove(self, node: PlanNode) -> None:
-        def remove() -> None:
-            try:
-                self.engine.networks.remove_network(node.target)
-            except NotFound:
-                pass
-
-        await self.call(remove)
+        await self._gone(lambda: self.engine.networks.remove_network(node.target))
 
     async def _volume_create(self, node: PlanNode) -> None:
         vol = None
@@ -225,13 +233,7 @@ class _Walker:
             node.target, driver=driver, options=options, labels=labels))
 
     async def _volume_remove(self, node: PlanNode) -> None:
-        def remove() -> None:
-            try:
-                self.engine.volumes.remove(node.target)
-            except NotFound:
-                pass
-
-        await self.call(remove)
+        await self._gone(lambda: self.engine.volumes.remove(node.target))
 
     # ---- images ----------------------------------------------------------------------------
 
@@ -258,13 +260,8 @@ class _Walker:
                           registry=registry, **spec.kwargs()), limiter=self.builds)
 
     async def _image_remove(self, node: PlanNode) -> None:
-        def remove() -> None:
-            try:
-                self.engine.images.remove(node.target)
-            except (NotFound, Conflict):
-                pass
-
-        await self.call(remove)
+        # An image another container still uses (Conflict) is kept, as Compose keeps it.
+        await self._gone(lambda: self.engine.images.remove(node.target), Conflict)
 
     # ---- containers ------------------------------------------------------------------------
 
@@ -302,15 +299,19 @@ class _Walker:
 
         await self.call(recreate)
 
+    def _stop(self, container: Container) -> None:
+        """Stops `container` (after its pre_stop hooks) if it runs."""
+        if self.engine.containers.state(container).running:
+            pre_stop(self.engine, self.project, container)
+            self.engine.containers.stop(container, timeout=self.settings.timeout)
+
     def _stop_remove(self, node: PlanNode) -> None:
         containers = self.engine.containers
         try:
             old = containers.get(node.old or node.target)
         except NotFound:
             return
-        if containers.state(old).running:
-            pre_stop(self.engine, self.project, old)
-            containers.stop(old, timeout=self.settings.timeout)
+        self._stop(old)
         containers.remove(old, force=True)
         keep = set(node.data.values())
         for volume in t.anonymous_volumes_of(old.request, old.volumes).values():
@@ -363,20 +364,12 @@ class _Walker:
         await self.call(start)
 
     async def _container_stop(self, node: PlanNode) -> None:
-        def stop() -> None:
-            container = self.engine.containers.get(node.target)
-            if self.engine.containers.state(container).running:
-                pre_stop(self.engine, self.project, container)
-                self.engine.containers.stop(container, timeout=self.settings.timeout)
-
-        await self.call(stop)
+        await self.call(lambda: self._stop(self.engine.containers.get(node.target)))
 
     async def _container_restart(self, node: PlanNode) -> None:
         def restart() -> None:
             container = self.engine.containers.get(node.target)
-            if self.engine.containers.state(container).running:
-                pre_stop(self.engine, self.project, container)
-                self.engine.containers.stop(container, timeout=self.settings.timeout)
+            self._stop(container)
             self.engine.containers.start(container)
             post_start(self.project, container)
 
@@ -400,12 +393,6 @@ class _Walker:
         assert self.project is not None
         await wait_service(self.engine, self.project.name, node.service, condition,
                            self.settings.wait_timeout, self.limiter)
-
-
-def heal_network_leftovers(engine: Engine) -> list[str]:
-    """Names and firewall rules of networks whose record is gone (only removals killed under
-    older engine versions leave those); see `Networks.sweep`."""
-    return engine.networks.sweep()
 
 
 def report(outcome: Outcome, plan: Plan) -> str:

@@ -14,8 +14,8 @@ from compose import translate as t
 from compose.model import EMPTY
 
 if TYPE_CHECKING:
+    from compose.project import ProjectContainer
     from engine import Engine
-    from engine.containers import Container
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,58 +81,52 @@ class Observed:
                             key=lambda c: (c.number, c.created)))
 
 
-def describe(engine: Engine, container: Container) -> ObservedContainer:
-    """One engine container as the reconciler sees it (reads its state file)."""
-    labels = container.labels
-    state = engine.containers.state(container)
-    try:
-        number = int(labels.get(t.NUMBER, "0"))
-    except ValueError:
-        number = 0
+def describe(item: ProjectContainer) -> ObservedContainer:
+    """One of the project's containers (labels and state already read) as the reconciler
+    sees it."""
+    container, state = item.container, item.state
     return ObservedContainer(
-        id=container.id, name=container.name, service=labels.get(t.SERVICE, ""),
-        number=number, config_hash=labels.get(t.CONFIG_HASH, ""), image=container.image,
+        id=container.id, name=container.name, service=item.service, number=item.number,
+        config_hash=container.labels.get(t.CONFIG_HASH, ""), image=container.image,
         image_id=container.image_id, status=state.status, exit_code=state.exit_code,
-        health=state.health.status if state.health else None,
-        oneoff=labels.get(t.ONEOFF, "False") == "True", created=container.created,
-        labels=labels,
+        health=state.health.status if state.health else None, oneoff=item.oneoff,
+        created=container.created, labels=container.labels,
         anonymous_volumes=t.anonymous_volumes_of(container.request, container.volumes),
         volumes=tuple(v for v in container.volumes if v), record=container)
 
 
 def project_containers(engine: Engine, project_name: str, services: Iterable[str] = (),
                        oneoff: bool | None = False) -> list[ObservedContainer]:
-    """The project's containers (of `services`, if given), ordered by service and number.
-    `oneoff=None` includes both kinds."""
-    wanted = set(services)
-    found = []
-    for container in engine.containers.list(labels={t.PROJECT: project_name}):
-        service = container.labels.get(t.SERVICE, "")
-        if wanted and service not in wanted:
-            continue
-        is_oneoff = container.labels.get(t.ONEOFF, "False") == "True"
-        if oneoff is not None and is_oneoff != oneoff:
-            continue
-        found.append(describe(engine, container))
-    return sorted(found, key=lambda c: (c.service, c.oneoff, c.number, c.created))
+    """The project's containers (of `services`, if given), ordered by service and number
+    (then age). `oneoff=None` includes both kinds. The selection is
+    `compose.project.project_containers`'s."""
+    from compose import project
+
+    found = project.project_containers(engine, project_name, services=services, oneoff=oneoff)
+    return sorted(map(describe, found), key=lambda c: (c.service, c.oneoff, c.number, c.created))
 
 
 def observe(engine: Engine, project_name: str, images: Iterable[str] = ()) -> Observed:
     """Everything of `project_name` the engine holds: its containers (one-offs too), every
     network and volume (by name: desired ones may predate the labels, e.g. external), and
     the ids of those `images` that are present."""
-    from engine.errors import NotFound
-
     containers = project_containers(engine, project_name, oneoff=None)
     networks = {n.name: ObservedNetwork(n.name, n.id, n.labels)
                 for n in engine.networks.list()}
     volumes = {v.name: ObservedVolume(v.name, v.labels, v.anonymous)
                for v in engine.volumes.list()}
+    return Observed(project=project_name, containers=tuple(containers), networks=networks,
+                    volumes=volumes, images=present_images(engine, images))
+
+
+def present_images(engine: Engine, images: Iterable[str]) -> dict[str, str]:
+    """Reference -> image id, for those of `images` the engine has."""
+    from engine.errors import NotFound
+
     present = {}
     for ref in dict.fromkeys(images):
         try:
             present[ref] = engine.images.resolve(ref).id
         except NotFound:
             continue
-    return Observed(project=project_name, containers=tuple(containers), networks=networks,
-                    volumes=volumes, images=present)
+    return present

@@ -10,14 +10,14 @@ and waits for `depends_on` conditions before starting dependents. `down` removes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from compose import graph as graphs
 from compose import translate as t
 from compose.imageplan import image_nodes
-from compose.model import EMPTY, Project, Service
-from compose.observe import Observed, ObservedContainer
+from compose.model import EMPTY, Network, Project, Service, Volume
+from compose.observe import Observed, ObservedContainer, ObservedNetwork, ObservedVolume
 from compose.plan import Plan, PlanNode, ordered
 from engine.errors import Error, InvalidArgument, NotFound
 
@@ -104,15 +104,15 @@ def up(project: Project, observed: Observed, options: UpOptions = UpOptions()) -
         force = options.force_recreate or (
             options.always_recreate_deps and bool(options.services)
             and name not in options.services)
-        parents_recreated = sorted(p for p in _namespace_parents(svc)
-                                   if creates.get(p) and p in changed)
+        parents = _namespace_parents(svc)
+        parents_recreated = sorted(p for p in parents if creates.get(p) and p in changed)
         # Creating a container needs its image and volumes; only starting it needs networks.
         requires = [*volume_ids.get(name, ()), *image_ids.get(name, ())]
         networks_needed = tuple(network_ids.get(name, ()))
-        requires += [c for p in _namespace_parents(svc) for c in creates.get(p, ())]
+        requires += [c for p in parents for c in creates.get(p, ())]
         waits, soft_waits = _wait_nodes(project, name, deps, chosen, starts, nodes, options)
         service_creates, service_starts = [], []
-        current = [c for c in observed.service_containers(name)]
+        current = list(observed.service_containers(name))
         scale = options.scale.get(name, svc.scale)
         if scale < 0:
             raise InvalidArgument(f'--scale {name}={scale}: must be 0 or more')
@@ -421,10 +421,12 @@ def down(project_name: str, observed: Observed, project: Project | None = None,
         after = [i for user in users.get(c.service, ()) for i in removed.get(user, ())]
         nodes.append(PlanNode("container", "remove", c.name, c.service, c.number,
                               "orphan" if c.id in stray else "", after=tuple(after), old=c.id))
-    for name in _project_networks(project_name, observed, project):
+    for name in sorted(_owned(project_name, observed.networks,
+                              project.networks.values() if project else ())):
         nodes.append(PlanNode("network", "remove", name, after=tuple(all_removes)))
     if options.volumes:
-        for name in sorted(_project_volumes(project_name, observed, project) | anonymous):
+        owned = _owned(project_name, observed.volumes, project.volumes.values() if project else ())
+        for name in sorted(owned | anonymous):
             nodes.append(PlanNode("volume", "remove", name, after=tuple(all_removes)))
     if options.rmi:
         if options.rmi not in ("local", "all"):
@@ -434,22 +436,14 @@ def down(project_name: str, observed: Observed, project: Project | None = None,
     return ordered(project_name, nodes, warnings)
 
 
-def _project_networks(name: str, observed: Observed, project: Project | None) -> list[str]:
-    out = {n.name for n in observed.networks.values() if n.labels.get(t.PROJECT) == name}
-    if project:
-        out |= {n.name for n in project.networks.values()
-                if not n.external and n.name in observed.networks}
-        out -= {n.name for n in project.networks.values() if n.external}
-    return sorted(out)
-
-
-def _project_volumes(name: str, observed: Observed, project: Project | None) -> set[str]:
-    out = {v.name for v in observed.volumes.values() if v.labels.get(t.PROJECT) == name}
-    if project:
-        out |= {v.name for v in project.volumes.values()
-                if not v.external and v.name in observed.volumes}
-        out -= {v.name for v in project.volumes.values() if v.external}
-    return out
+def _owned(name: str, seen: Mapping[str, ObservedNetwork | ObservedVolume],
+           declared: Iterable[Network | Volume]) -> set[str]:
+    """The names of the engine's networks/volumes that belong to project `name`: those
+    labelled with it, and those it declares that exist, never external ones."""
+    declared = list(declared)
+    out = {x.name for x in seen.values() if x.labels.get(t.PROJECT) == name}
+    out |= {d.name for d in declared if not d.external and d.name in seen}
+    return out - {d.name for d in declared if d.external}
 
 
 def _project_images(project: Project | None, observed: Observed, rmi: str) -> list[str]:

@@ -270,6 +270,7 @@ def _ports(svc: Service) -> tuple:
 
 def _mounts(project: Project, svc: Service,
             anonymous: Mapping[str, str]) -> list[MountRequest]:
+    from compose.loader.syntax import parse_tmpfs
     from engine.requests import MountRequest
 
     out = []
@@ -282,16 +283,7 @@ def _mounts(project: Project, svc: Service,
         if os.path.normpath(target) not in covered:
             out.append(MountRequest(type="volume", target=target, source=volume))
     for item in svc.tmpfs:
-        path, _, opts = item.partition(":")
-        size = mode = None
-        for opt in filter(None, opts.split(",")):
-            key, _, value = opt.partition("=")
-            if key == "size":
-                from compose.loader.units import parse_bytes
-
-                size = parse_bytes(value)
-            elif key == "mode":
-                mode = int(value, 8)
+        path, size, mode = parse_tmpfs(item)  # checked by the loader (semantic.py)
         out.append(MountRequest(type="tmpfs", target=path, tmpfs_size=size, tmpfs_mode=mode))
     return out
 

@@ -97,6 +97,9 @@ def build(engine: Engine, context_dir: str | os.PathLike[str], dockerfile: str =
             text = df_path.read_text()
         except FileNotFoundError:
             raise NotFound(f"no Dockerfile at {df_path}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise InvalidArgument(f"cannot read the Dockerfile {df_path} "
+                                  f"({getattr(error, 'strerror', None) or error})") from None
     tag_list = [str(reference.parse(t)) for t in tags]  # bad tags fail before any work
     parsed = df.parse(text, filename)
     builder = _Builder(engine, context, parsed, dict(build_args or {}), network,
@@ -298,7 +301,7 @@ class _Builder:
                                        self.df.filename)
             state.config["WorkingDir"] = path
             self._fs_step(state, ins, f"WORKDIR {path}", [path],
-                          lambda box: _mkdir(box.rootfs, path))
+                          lambda box: box.mkdir(path))
             return
         if key == "RUN":
             self._run(state, ins)
@@ -313,7 +316,7 @@ class _Builder:
     def _run(self, state: _State, ins: df.Instruction) -> None:
         argv = buildconfig.command_argv(ins, state.config)
         network = ins.flag("network") or self.network
-        run_env = {**state.args, **buildconfig.env_map(state.config)}
+        run_env = self._env(state)
         user = state.config.get("User") or ""
         workdir = state.config.get("WorkingDir") or "/"
         shown = " ".join(argv[len(buildconfig.shell_of(state.config)):]) \
@@ -368,21 +371,16 @@ class _Builder:
     def _layer_dirs(self, layers: list[Layer]) -> list[Path]:
         from engine import layers as layerstore
 
-        parent: str | None = None
-        dirs = []
-        for layer in layers:
-            unpacked = layerstore.unpack_blob(self.engine.content, layer.digest, parent=parent,
-                                              diff_id=layer.diff_id)
-            dirs.append(unpacked.diff)
-            parent = unpacked.chain_id
-        return dirs
+        chain = layerstore.ensure_chain(self.engine.content, [x.digest for x in layers],
+                                        [x.diff_id for x in layers])
+        return [layer.diff for layer in chain]
 
     # -- result --------------------------------------------------------------------------
 
     def _commit(self, state: _State, tags: list[str]) -> Image:
-        from engine.imageformat import OCI_CONFIG, OCI_MANIFEST
+        from engine.imagecommit import store_image
+        from engine.imageformat import Descriptor
 
-        content = self.engine.content
         config: dict[str, Any] = {"created": state.created or "1970-01-01T00:00:00Z"}
         if state.author:
             config["author"] = state.author
@@ -390,16 +388,9 @@ class _Builder:
         config["config"] = state.config
         config["rootfs"] = {"type": "layers", "diff_ids": [x.diff_id for x in state.layers]}
         config["history"] = state.history
-        config_blob = content.write(json.dumps(config, separators=(",", ":")).encode())
-        manifest = {
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest,
-                       "size": config_blob.size},
-            "layers": [{"mediaType": x.media_type, "digest": x.digest, "size": x.size}
-                       for x in state.layers],
-        }
-        blob = content.write(json.dumps(manifest, separators=(",", ":")).encode())
-        return self.engine.images.commit(blob.digest, tags=tags)
+        return store_image(self.engine.images, config,
+                           [Descriptor(x.media_type, x.digest, x.size) for x in state.layers],
+                           tags)
 
 
 def _oci(media_type: str) -> str:
@@ -414,11 +405,3 @@ def _describe(ins: df.Instruction, env: Mapping[str, str], filename: str) -> str
     if ins.keyword in ("CMD", "ENTRYPOINT", "SHELL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"):
         return f"{ins.keyword} {ins.args}"
     return f"{ins.keyword} {' '.join(df.words(ins, ins.args, env, filename))}"
-
-
-def _mkdir(rootfs: Path, path: str) -> None:
-    from engine.prepare import in_root
-
-    target = in_root(rootfs, path)
-    if not target.exists():
-        target.mkdir(parents=True, mode=0o755)

@@ -79,6 +79,9 @@ def load_ignore(context: Path, dockerfile: str | None = None) -> Ignore:
             return parse_ignore(path.read_text())
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except (OSError, UnicodeDecodeError) as error:
+            raise InvalidArgument(f"cannot read {path} "
+                                  f"({getattr(error, 'strerror', None) or error})") from None
     return Ignore()
 
 

@@ -28,18 +28,11 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 def resolve_owner(chown: str, rootfs: Path, what: str) -> tuple[int, int]:
     """`user[:group]` (names or ids) -> (uid, gid), names looked up in the image's
     /etc/passwd and /etc/group; a missing group means gid = uid (Docker's rule)."""
-    from engine.prepare import in_root
+    from engine.prepare import user_files
     from engine.spec import resolve_user
 
     user, _, group = chown.partition(":")
-
-    def read(name: str) -> str | None:
-        try:
-            return in_root(rootfs, f"/etc/{name}").read_text()
-        except OSError:
-            return None
-
-    passwd, groups = read("passwd"), read("group")
+    passwd, groups = user_files(rootfs)
     try:
         uid = int(user) if user.isdigit() else resolve_user(user, passwd, groups)[0]
         if not group:

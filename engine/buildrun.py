@@ -97,6 +97,15 @@ class Sandbox:
             except OSError:
                 pass
 
+    def mkdir(self, path: str) -> None:
+        """Creates directory `path` (and its parents) in the root unless it exists, resolving
+        the image's links inside the root."""
+        from engine.prepare import in_root
+
+        target = in_root(self.rootfs, path)
+        if not target.exists():
+            target.mkdir(parents=True, mode=0o755)
+
     # -- RUN -------------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str], user: str = "",
@@ -106,22 +115,18 @@ class Sandbox:
         """Runs argv to its end; (exit code, its last output lines). Output lines go to
         `output` as they come."""
         from engine import spec
-        from engine.prepare import in_root
+        from engine.prepare import user_files
         from engine.runtime import launch, logs
 
         workdir = workdir or "/"
-        target = in_root(self.rootfs, workdir)
-        if not target.exists():  # Docker creates a missing WORKDIR for RUN
-            target.mkdir(parents=True, mode=0o755)
+        self.mkdir(workdir)  # Docker creates a missing WORKDIR for RUN
         netns, etc = self._setup_network(network, extra_hosts)
         config = spec.ContainerConfig(
             id=self.id, entrypoint=("",), cmd=tuple(argv), env=dict(env), working_dir=workdir,
             user=user, hostname=self.id[:12], network=netns,
             resources=spec.Resources(shm_size=shm_size), hosts_file=etc["hosts"],
             resolv_conf=etc["resolv.conf"], hostname_file=etc["hostname"])
-        document = spec.build_spec(config, {}, str(self.rootfs),
-                                   _read(in_root(self.rootfs, "/etc/passwd")),
-                                   _read(in_root(self.rootfs, "/etc/group")))
+        document = spec.build_spec(config, {}, str(self.rootfs), *user_files(self.rootfs))
         launch.create(self.dir, document, spec.shim_options(config))
         launch.start(self.dir)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -172,11 +177,3 @@ class Sandbox:
         if self._network is not None:
             container, self._network = self._network, None
             prepare._release_network(self.engine, container)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read(1 << 20)
-    except OSError:
-        return None

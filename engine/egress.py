@@ -112,7 +112,7 @@ class Egress:
             if len(mine) == len(rules):  # the last network's rules (or an empty table)
                 with contextlib.suppress(Unavailable):  # no table: nothing to delete
                     nftables.run(f"delete table inet {self.table}\n")
-            else:
+            elif mine:
                 nftables.run("".join(f"delete rule inet {self.table} {r['chain']} handle "
                                      f"{r['handle']}\n" for r in mine))
         self._restore_forwarding()

@@ -35,12 +35,11 @@ from engine.errors import InvalidArgument, NotFound
 from engine.imageformat import (
     DOCKER_LAYER,
     INDEX_TYPES,
+    LAYER_TYPES,
     MANIFEST_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER,
-    OCI_LAYER_GZIP,
-    OCI_LAYER_ZSTD,
     OCI_MANIFEST,
     Descriptor,
     DockerSaveEntry,
@@ -57,7 +56,6 @@ from engine.images import Image, Images
 NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 _UNCOMPRESSED = (OCI_LAYER, DOCKER_LAYER)
-_LAYER_TYPE = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
 
 
 # -- save ----------------------------------------------------------------------------------
@@ -416,10 +414,10 @@ def _load_docker(images: Images, archive: _Archive,
                 blob = images.content.write_stream(f)
             with images.content.open(blob.digest) as f:
                 kind = detect_compression(f.read(6))
-            if kind not in _LAYER_TYPE:
+            if kind not in LAYER_TYPES:
                 raise InvalidArgument(f"image archive: layer {path}: {kind} compression is not "
                                       "supported")
-            layers.append(Descriptor(_LAYER_TYPE[kind], blob.digest, blob.size))
+            layers.append(Descriptor(LAYER_TYPES[kind], blob.digest, blob.size))
         manifest = make_manifest(Descriptor(OCI_CONFIG, config_blob.digest, config_blob.size),
                                  layers)
         manifest_blob = images.content.write(manifest)

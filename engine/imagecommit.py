@@ -19,12 +19,12 @@ from engine.compression import detect_compression
 from engine.content import Blob, parse_digest
 from engine.errors import InvalidArgument, NotFound
 from engine.imageformat import (
+    LAYER_TYPES,
     OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
     Descriptor,
     Platform,
     host_platform,
+    make_manifest,
     parse_manifest,
 )
 from engine.images import Image, LayerRef, now_rfc3339, set_tag
@@ -32,9 +32,6 @@ from engine.store import dumps, loads
 
 if TYPE_CHECKING:
     from engine.images import Images
-
-_LAYER_TYPES = {"none": OCI_LAYER, "gzip": OCI_LAYER + "+gzip", "zstd": OCI_LAYER + "+zstd"}
-
 
 def commit(images: Images, manifest_digest: str, *, tags: Iterable[str] = (),
            repo_digests: Iterable[str] = (), extra_blobs: Iterable[str] = ()) -> Image:
@@ -100,7 +97,7 @@ def import_rootfs(images: Images, source: str | os.PathLike[str] | BinaryIO,
     blob = _ingest(images, source)
     with images.content.open(blob.digest) as f:
         compression = detect_compression(f.read(6))
-    if compression not in _LAYER_TYPES:
+    if compression not in LAYER_TYPES:
         images.drop_unreferenced([blob.digest])
         raise InvalidArgument(f"import: {compression} layers are not supported "
                               "(use a plain, gzip or zstd tar)")
@@ -120,16 +117,18 @@ def import_rootfs(images: Images, source: str | os.PathLike[str] | BinaryIO,
     }
     if platform.variant:
         config["variant"] = platform.variant
+    return store_image(images, config,
+                       [Descriptor(LAYER_TYPES[compression], blob.digest, blob.size)], tags)
+
+
+def store_image(images: Images, config: dict[str, Any], layers: Sequence[Descriptor],
+                tags: Iterable[str] = ()) -> Image:
+    """Writes `config` (an OCI image config) and an OCI manifest naming it and `layers`
+    (blobs already in the content store), and commits the image with `tags`."""
     config_blob = images.content.write(json.dumps(config, separators=(",", ":")).encode())
-    manifest = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest,
-                   "size": config_blob.size},
-        "layers": [{"mediaType": _LAYER_TYPES[compression], "digest": blob.digest,
-                    "size": blob.size}],
-    }
-    manifest_blob = images.content.write(json.dumps(manifest, separators=(",", ":")).encode())
-    return commit(images, manifest_blob.digest, tags=tags)
+    manifest = make_manifest(Descriptor(OCI_CONFIG, config_blob.digest, config_blob.size),
+                             layers)
+    return commit(images, images.content.write(manifest).digest, tags=tags)
 
 
 def _check_layer_blob(images: Images, desc: Descriptor) -> None:

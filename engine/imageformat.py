@@ -23,6 +23,8 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
 OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
+# A layer blob's media type by its compression (`engine.compression.detect_compression`).
+LAYER_TYPES = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
 OCI_FOREIGN_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 OCI_FOREIGN = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

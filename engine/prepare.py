@@ -241,9 +241,7 @@ def _write_spec(container: Container, image_config: dict[str, Any], rootfs: Path
         network=network_path, hosts_file=etc["hosts"], resolv_conf=etc["resolv.conf"],
         hostname=container.request.config.hostname or container.id[:12],
         hostname_file=etc["hostname"])
-    # The rootfs is untrusted: /etc/passwd may be a link meant to reach the host's.
-    passwd = _read_text(in_root(rootfs, "/etc/passwd"))
-    group = _read_text(in_root(rootfs, "/etc/group"))
+    passwd, group = user_files(rootfs)
     from engine.runtime import launch
 
     # build_spec takes the image config's "config" object (Cmd, Entrypoint, Env, User, ...)
@@ -275,11 +273,17 @@ def _with_image_defaults(config: Any, image: dict[str, Any]) -> Any:
     return dataclasses.replace(config, **changes) if changes else config
 
 
+def user_files(rootfs: Path) -> tuple[str | None, str | None]:
+    """The root's /etc/passwd and /etc/group (None when unreadable), for resolving USER."""
+    # The rootfs is untrusted: /etc/passwd may be a link meant to reach the host's.
+    return _read_text(in_root(rootfs, "/etc/passwd")), _read_text(in_root(rootfs, "/etc/group"))
+
+
 def _read_text(path: Path) -> str | None:
     try:
         with open(path) as f:
             return f.read(1 << 20)
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # unreadable counts as absent
         return None
 
 

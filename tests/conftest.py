@@ -43,3 +43,15 @@ def _own_run_dirs(request: pytest.FixtureRequest) -> Iterator[None]:
     for name in after - before:
         if not _mounted_under(RUN_BASE / name):
             shutil.rmtree(RUN_BASE / name, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):  # -> Iterator[LocalRegistry]
+    """A docker-registry on 127.0.0.1 for the test module (tests/support/registry.py)."""
+    from tests.support.registry import LocalRegistry
+
+    local = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield local
+    finally:
+        local.stop()

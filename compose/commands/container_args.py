@@ -195,7 +195,7 @@ def _ports(values: list[str]) -> tuple[Any, ...]:
 def _mounts(args: argparse.Namespace, cwd: str) -> tuple[Any, ...]:
     import os
 
-    from compose.loader.syntax import parse_volume
+    from compose.loader.syntax import parse_tmpfs, parse_volume
     from engine.requests import MountRequest
 
     out: list[MountRequest] = []
@@ -216,14 +216,10 @@ def _mounts(args: argparse.Namespace, cwd: str) -> tuple[Any, ...]:
     for item in args.mount:
         out.append(_mount_flag(item, cwd))
     for item in args.tmpfs:
-        path, _, opts = item.partition(":")
-        size = mode = None
-        for opt in filter(None, opts.split(",")):
-            key, _, value = opt.partition("=")
-            if key == "size":
-                size = _bytes(value, "--tmpfs size")
-            elif key == "mode":
-                mode = int(value, 8)
+        try:
+            path, size, mode = parse_tmpfs(item)
+        except ValueError as exc:
+            raise InvalidArgument(f"--tmpfs: {exc}") from None
         out.append(MountRequest(type="tmpfs", target=path, tmpfs_size=size, tmpfs_mode=mode))
     return tuple(out)
 

@@ -26,12 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    import dataclasses
     import shutil
 
     from compose import execute, reconcile
     from compose import translate as t
     from compose.lock import project_lock
-    from compose.observe import observe
+    from compose.observe import observe, present_images
     from compose.progress import for_flags
     from compose.project import load_if_present
     from engine.errors import Error
@@ -43,9 +44,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     images = [t.default_image(project, s) for s in project.services.values()] if project else []
     with project_lock(engine.layout, name, say=progress.message):
         observed = observe(engine, name, images=images)
-        if args.rmi and not project:
-            observed = observe(engine, name, images=[c.labels.get(t.IMAGE, c.image)
-                                                     for c in observed.containers])
+        if args.rmi and not project:  # the images are known from the containers' labels
+            observed = dataclasses.replace(observed, images=present_images(
+                engine, [c.labels.get(t.IMAGE, c.image) for c in observed.containers]))
         plan = reconcile.down(name, observed, project, reconcile.DownOptions(
             remove_orphans=args.remove_orphans, volumes=args.volumes, rmi=args.rmi))
         if args.dry_run:
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             progress.close()
             if not outcome.ok:
                 raise Error(execute.report(outcome, plan))
-        execute.heal_network_leftovers(engine)
+        # Names and firewall rules of networks whose record is gone (only removals killed
+        # under older engine versions leave those).
+        engine.networks.sweep()
         shutil.rmtree(engine.layout.root / "compose" / name, ignore_errors=True)
     return 0

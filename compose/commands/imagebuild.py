@@ -68,6 +68,8 @@ def registry_factory(ctx: Context) -> Callable[[], Any]:
 # -- build ---------------------------------------------------------------------------------
 
 def build(args: argparse.Namespace, ctx: Context, images: Images) -> int:
+    from compose.commands.container_args import _bytes
+    from compose.loader.syntax import parse_extra_host
     from engine import Engine
     from engine.build import BuildEvent, build
     from engine.errors import InvalidArgument
@@ -91,12 +93,12 @@ def build(args: argparse.Namespace, ctx: Context, images: Images) -> int:
         key, _, value = item.partition("=")
         labels[key] = value
     hosts = []
-    for item in args.add_hosts:
-        host, sep, ip = item.replace("=", ":", 1).partition(":")
-        if not sep or not host or not ip:
-            raise InvalidArgument(f"--add-host {item!r}: expected HOST:IP")
-        hosts.append((host, ip))
-    shm = _size(args.shm_size) if args.shm_size else None
+    for item in args.add_hosts:  # as `container run --add-host` reads them
+        try:
+            hosts.append(parse_extra_host(item))
+        except ValueError as exc:
+            raise InvalidArgument(f"--add-host: {exc}") from None
+    shm = _bytes(args.shm_size, "--shm-size") if args.shm_size else None
     err = ctx.stderr
 
     def progress(event: BuildEvent) -> None:
@@ -125,19 +127,6 @@ def build(args: argparse.Namespace, ctx: Context, images: Images) -> int:
     for tag in args.tags:
         print(f"Successfully tagged {tag}", file=err)
     return 0
-
-
-def _size(text: str) -> int:
-    from engine.errors import InvalidArgument
-
-    units = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
-    body = text.strip().lower()
-    unit = body[-1] if body and body[-1] in "bkmg" else ""
-    number = body[:-1] if unit else body
-    try:
-        return int(float(number) * units[unit])
-    except ValueError:
-        raise InvalidArgument(f"invalid size {text!r} (e.g. 64m, 1g)") from None
 
 
 # -- pull / push ---------------------------------------------------------------------------
@@ -224,8 +213,7 @@ def push(args: argparse.Namespace, ctx: Context, images: Images) -> int:
         async with make() as client:
             return await push_tagged(target.canonical, images, client, progress=progress)
 
-    pushed = anyio.run(main)
+    anyio.run(main)
     if args.quiet:
         print(target.canonical, file=ctx.stdout)
-    del pushed
     return 0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from compose.cli import Context
     from engine import Engine
+    from engine.ports import Published
 
 HELP = "List containers"
 STATUSES = ("paused", "restarting", "removing", "running", "dead", "created", "exited")
@@ -58,21 +59,6 @@ class State:
 
 
 @dataclass(frozen=True, slots=True)
-class Port:
-    """A published port of a running container."""
-
-    container_port: int
-    protocol: str
-    host_ip: str
-    host_port: int
-
-    @property
-    def host(self) -> str:
-        ip = self.host_ip or "0.0.0.0"
-        return f"[{ip}]:{self.host_port}" if ":" in ip else f"{ip}:{self.host_port}"
-
-
-@dataclass(frozen=True, slots=True)
 class Row:
     """One container as `ps` lists it."""
 
@@ -85,7 +71,7 @@ class Row:
     service: str
     oneoff: bool
     state: State
-    ports: tuple[Port, ...]
+    ports: tuple[Published, ...]
 
 
 def _state(directory: str) -> State:
@@ -161,14 +147,18 @@ def rows(engine: Engine, project: str, services: tuple[str, ...] = ()) -> list[R
         command = " ".join(effective_command(config.get("entrypoint"), config.get("cmd"),
                                              image_configs[image_id]))
         state = _state(os.path.join(base, record["id"]))
-        ports: tuple[Port, ...] = ()
+        ports: tuple[Published, ...] = ()
         if state.status in ACTIVE:
             try:
-                ports = tuple(Port(*r) for r in store.query(
+                rows = store.query(
                     "SELECT container_port, protocol, host_ip, host_port FROM port_bindings"
-                    " WHERE container_id = ? ORDER BY rowid", (record["id"],)))
+                    " WHERE container_id = ? ORDER BY rowid", (record["id"],))
             except sqlite3.OperationalError:  # no port was ever published here
-                pass
+                rows = []
+            if rows:  # (the engine's port module is imported only when there are some)
+                from engine.ports import Published
+
+                ports = tuple(Published(*r) for r in rows)
         out.append(Row(record["id"], record["name"], record["image"], record["created"],
                        labels, command, service,
                        labels.get(LABEL_ONEOFF, "False").lower() == "true", state, ports))
@@ -215,7 +205,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def ports_text(ports: tuple[Port, ...]) -> str:
+def ports_text(ports: tuple[Published, ...]) -> str:
     return ", ".join(f"{p.host}->{p.container_port}/{p.protocol}" for p in ports)
 
 

@@ -28,14 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def registry_client(ctx: Context) -> RegistryClient:
-    """A client with the user's Docker credentials; `SHIPYARD_INSECURE_REGISTRIES`
-    (comma-separated) names registries reached over plain HTTP, besides loopback ones."""
-    from engine.registry import RegistryClient
-    from engine.registryauth import CredentialStore, default_config_dir
+    """A client with the user's Docker credentials and insecure registries (see
+    `imagebuild.registry_factory`)."""
+    from compose.commands.imagebuild import registry_factory
 
-    insecure = [r for r in ctx.environ.get("SHIPYARD_INSECURE_REGISTRIES", "").split(",") if r]
-    return RegistryClient(credentials=CredentialStore(default_config_dir(ctx.environ)),
-                          insecure_registries=insecure)
+    client: RegistryClient = registry_factory(ctx)()
+    return client
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

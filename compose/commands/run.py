@@ -59,34 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    from engine.errors import InvalidArgument
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not key or not sep:
-            raise InvalidArgument(f'{flag} "{item}": expected KEY=VALUE')
-        out[key] = value
-    return out
-
-
-def _environment(items: list[str], environ: dict[str, str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if sep:
-            out[key] = value
-        elif key in environ:  # `-e KEY` passes the caller's value through
-            out[key] = environ[key]
-    return out
-
-
 def build_request(args: argparse.Namespace, ctx: Context, project: Project,
                   name: str, source_dir: str | None = None) -> CreateRequest:
     """The one-off container's request: the service's, with the flags' overrides."""
     from compose import translate
-    from compose.commands.container_args import _mounts, _ports
+    from compose.commands.container_args import _environment, _mounts, _pairs, _ports
 
     entrypoint = None
     if args.entrypoint is not None:
@@ -95,7 +72,7 @@ def build_request(args: argparse.Namespace, ctx: Context, project: Project,
     request = translate.service_request(
         project, args.service, 1, oneoff=True, name=name,
         command=tuple(args.command) if args.command else None, entrypoint=entrypoint,
-        environment=_environment(args.env, ctx.environ),
+        environment=_environment(argparse.Namespace(env=args.env, env_file=[]), ctx.environ),
         extra_labels={"com.docker.compose.slug": slug, **_pairs(args.label, "--label")},
         publish_ports=args.service_ports, source_dir=source_dir)
     config = request.config
@@ -132,8 +109,6 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
     service's networks, volumes and image, and (unless --no-deps) its dependencies, started
     and waited for as their `depends_on` conditions say. The service's own containers are
     left alone. Returns the directory for secret/config files."""
-    import dataclasses
-
     from compose import execute, reconcile
     from compose import translate as t
     from compose.lock import project_lock

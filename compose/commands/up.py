@@ -135,9 +135,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 # ---- attached mode -------------------------------------------------------------------------
 
-COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
-
-
 def _attached(engine: Engine, project: Project, chosen: frozenset[str],
               args: argparse.Namespace, ctx: Context) -> int:
     """Streams the logs of the attached services' containers with `name  | ` prefixes until
@@ -146,37 +143,34 @@ def _attached(engine: Engine, project: Project, chosen: frozenset[str],
     import queue
     import threading
 
+    from compose.commands.logs import use_colour
+    from compose.logview import LogView
     from compose.observe import project_containers
 
     attach = set(args.attach or (chosen if args.attach_dependencies or not args.services
                                  else args.services)) - set(args.no_attach)
     containers = project_containers(engine, project.name, sorted(chosen))
     followed = [c for c in containers if c.service in attach]
-    width = max((len(c.name) for c in followed), default=0)
-    colour = not args.no_color and getattr(args, "ansi", "auto") != "never" and (
-        getattr(args, "ansi", "auto") == "always" or ctx.stdout.isatty())
-    write_lock = threading.Lock()
+    view = LogView(ctx.stdout, color=use_colour(ctx, getattr(args, "ansi", "auto"),
+                                                args.no_color),
+                   prefix=not args.no_log_prefix, timestamps=args.timestamps)
+    for c in followed:
+        view.add(c.name)
     finished: queue.Queue = queue.Queue()
 
-    def follow(c, index: int) -> None:
+    def follow(c) -> None:
         from engine.runtime import logs
 
-        prefix = "" if args.no_log_prefix else f"{c.name.ljust(width)}  | "
-        if prefix and colour:
-            prefix = f"\x1b[{COLOURS[index % len(COLOURS)]}m{prefix}\x1b[0m"
         try:
             # This run's output only (a container kept from an earlier `up` has older logs).
             since = engine.containers.state(c.record).started_at or None
             for entry in logs.follow(str(c.record.directory), since=since):
-                stamp = f"{entry.time} " if args.timestamps else ""
-                with write_lock:
-                    ctx.stdout.write(f"{prefix}{stamp}{entry.text.rstrip(chr(10))}\n")
-                    ctx.stdout.flush()
+                view.write(c.name, entry.text, entry.time)
         finally:
             finished.put(c)
 
-    for index, c in enumerate(followed):
-        threading.Thread(target=follow, args=(c, index), daemon=True).start()
+    for c in followed:
+        threading.Thread(target=follow, args=(c,), daemon=True).start()
     exit_code = 0
     remaining = len(followed)
     try:
@@ -188,9 +182,7 @@ def _attached(engine: Engine, project: Project, chosen: frozenset[str],
             remaining -= 1
             state = engine.containers.state(c.record)
             code = 255 if state.status == "dead" else state.exit_code
-            with write_lock:
-                ctx.stdout.write(f"{c.name} exited with code {code}\n")
-                ctx.stdout.flush()
+            view.message(c.name, f"exited with code {code}")
             if args.exit_code_from and c.service == args.exit_code_from:
                 exit_code = code
             abort = args.abort_on_container_exit or (args.abort_on_container_failure

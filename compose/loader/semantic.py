@@ -2,10 +2,10 @@
 
 `check(tree)` raises one `ConfigError` listing every problem: references to undefined
 services, networks, volumes, secrets and configs; duplicate container names; short-syntax
-ports, volumes, extra hosts and exposed ports; durations and byte sizes; `container_name`
-with more than one replica; `network_mode` together with `networks`; dependency cycles.
-The tree may still hold interpolated strings where integers or booleans belong ("3", "true");
-this module reads them leniently, canonical.py casts them.
+ports, volumes, tmpfs mounts, extra hosts and exposed ports; durations and byte sizes;
+`container_name` with more than one replica; `network_mode` together with `networks`;
+dependency cycles. The tree may still hold interpolated strings where integers or booleans
+belong ("3", "true"); this module reads them leniently, canonical.py casts them.
 """
 
 from __future__ import annotations
@@ -170,6 +170,14 @@ def _service_problems(name: str, service: Mapping[str, Any], services: Mapping[s
             if source not in defined[kind]:
                 yield (*base, kind, index), (f'{kind[:-1]} "{source}" is not defined (add it '
                                              f"under the top-level {kind} key)")
+
+    tmpfs = service.get("tmpfs")
+    for index, spec in enumerate([tmpfs] if isinstance(tmpfs, str) else tmpfs or ()):
+        try:
+            syntax.parse_tmpfs(spec)
+        except ValueError as error:
+            yield (*base, "tmpfs") if isinstance(tmpfs, str) else (*base, "tmpfs", index), \
+                str(error)
 
     hosts = service.get("extra_hosts")
     if isinstance(hosts, list):

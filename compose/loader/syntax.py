@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from compose.loader.units import parse_bytes
+
 PROTOCOLS = ("tcp", "udp", "sctp")
 _PORT_HELP = "expected [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL], ports and ranges 1-65535"
 _RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
@@ -184,6 +186,24 @@ def parse_extra_host(spec: str) -> tuple[str, str]:
     if not host or not address:
         raise ValueError(f"{_q(spec)} is not a valid extra host (expected HOST:IP or HOST=IP)")
     return host.strip(), address
+
+
+def parse_tmpfs(spec: str) -> tuple[str, int | None, int | None]:
+    """`"/run:size=64m,mode=1777"` -> (path, size in bytes or None, mode or None); other
+    options are ignored, as Docker does."""
+    path, _, opts = spec.partition(":")
+    size = mode = None
+    for opt in filter(None, opts.split(",")):
+        key, _, value = opt.partition("=")
+        if key == "size":
+            size = parse_bytes(value)
+        elif key == "mode":
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise ValueError(f"{_q(spec)}: mode \"{value}\" is not an octal number "
+                                 "(expected e.g. mode=1777)") from None
+    return path, size, mode
 
 
 def parse_expose(spec: object) -> str:

@@ -14,6 +14,11 @@ import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
 import os
 import time
 
+try:
+    from . import state
+except ImportError:  # imported by path from the shim
+    import state  # type: ignore[no-redef]
+
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "pids", "blkio",
                   "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc")
 
@@ -64,16 +69,7 @@ def _write(path: str, value: str) -> None:
 
 
 def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # no io objects: see state.read_bytes
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks).decode()
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
+    return state.read_bytes(path).decode()  # no io objects: see state.read_bytes
 
 
 class Cgroup:

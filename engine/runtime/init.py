@@ -31,32 +31,22 @@ import resource
 import stat
 
 try:
-    from . import caps, cgroups, seccomp, syscalls
+    from . import caps, cgroups, init_rootfs, seccomp, syscalls
+    from . import tracing as trace
 except ImportError:  # imported by path from the shim
     import caps  # type: ignore[no-redef]
     import cgroups  # type: ignore[no-redef]
+    import init_rootfs  # type: ignore[no-redef]
     import seccomp  # type: ignore[no-redef]
     import syscalls  # type: ignore[no-redef]
-try:
-    from . import tracing as trace
-    from .init_rootfs import (
-        InitError,
-        _mkdir_p,
-        finish_rootfs,
-        host_cgroup_links,
-        parse_options,
-        prepare_rootfs,
-    )
-except ImportError:
     import tracing as trace  # type: ignore[no-redef]
-    from init_rootfs import (  # type: ignore[no-redef]
-        InitError,
-        _mkdir_p,
-        finish_rootfs,
-        host_cgroup_links,
-        parse_options,
-        prepare_rootfs,
-    )
+
+InitError = init_rootfs.InitError
+_mkdir_p = init_rootfs._mkdir_p
+finish_rootfs = init_rootfs.finish_rootfs
+host_cgroup_links = init_rootfs.host_cgroup_links
+parse_options = init_rootfs.parse_options
+prepare_rootfs = init_rootfs.prepare_rootfs
 
 # init_rootfs's public names are re-exported: `init` is what the shim, nsexec, the fork
 # server and tests import.

@@ -91,15 +91,10 @@ class Proxy:
     def load(cls, shim: object, path: str = "ports.json") -> Proxy | None:
         """The proxy for the container directory (the cwd), or None if nothing is published.
         Raises OSError if the sockets cannot be taken over."""
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return None
         import state  # the shim's sibling: its JSON reader spares us `json` and `re`
 
-        doc = state.loads(raw)
-        return cls(shim, doc) if doc.get("ports") else None
+        doc = state.read_json(path)
+        return cls(shim, doc) if doc and doc.get("ports") else None
 
     # -- epoll registration --------------------------------------------------------------
 

@@ -188,21 +188,10 @@ def _build(spec: dict) -> bytes:
     return code
 
 
-_libc_handle: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL:
-    global _libc_handle
-    if _libc_handle is None:
-        _libc_handle = ctypes.CDLL(None, use_errno=True)
-    return _libc_handle
-
-
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-_PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 
@@ -211,18 +200,23 @@ def install(code: bytes, set_no_new_privs: bool = False) -> None:
     """Attaches the BPF program `code` (from `program`) to this process, as libseccomp's
     seccomp_load does by default (no flags). Without no_new_privs the caller must hold
     CAP_SYS_ADMIN. Raises OSError."""
-    libc = _libc()
-    zero = ctypes.c_ulong(0)
-    if set_no_new_privs and libc.prctl(ctypes.c_int(_PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1),
-                                       zero, zero, zero):
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp: no_new_privs: {errno.errorcode.get(err, err)}")
+    try:
+        from . import syscalls
+    except ImportError:  # imported by path from the shim
+        import syscalls  # type: ignore[no-redef]
+
+    def prctl(what: str, *args: int) -> None:
+        try:
+            syscalls.prctl(*args)
+        except OSError as e:
+            raise OSError(e.errno, f"seccomp: {what}: {errno.errorcode.get(e.errno, e.errno)}") \
+                from None
+
+    if set_no_new_privs:
+        prctl("no_new_privs", syscalls.PR_SET_NO_NEW_PRIVS, 1)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = _SockFprog(len(code) // 8, ctypes.addressof(buffer))
-    if libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER),
-                  ctypes.c_void_p(ctypes.addressof(fprog)), zero, zero):
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp: load: {errno.errorcode.get(err, err)}")
+    prctl("load", _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
 
 
 def load(spec: dict, set_no_new_privs: bool = False) -> None:

@@ -24,15 +24,6 @@ class Shipyard(_Runner):
     pass
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reg.LocalRegistry]:
-    local = reg.LocalRegistry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
 @pytest.fixture
 def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipyard]:
     from engine.layout import Layout

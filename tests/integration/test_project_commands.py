@@ -245,6 +245,13 @@ def test_run_one_off_with_dependencies_and_wait(shipyard: Shipyard) -> None:
     assert out == "job-1  | job done\n"
 
 
+def test_up_attached_follows_logs_and_exits_with_the_service(shipyard: Shipyard) -> None:
+    code, out, _ = shipyard("up", "--exit-code-from", "job", "--no-color", "job", ok=False)
+    assert code == 3
+    assert out == "demo-job-1  | job done\ndemo-job-1 exited with code 3\n"
+    assert shipyard.states() == {"demo-db-1": "exited", "demo-job-1": "exited"}
+
+
 def test_events_report_state_changes(shipyard: Shipyard) -> None:
     from compose.commands.events import watch
     from engine import Engine

@@ -24,15 +24,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs docker-registry, skopeo and busybox-static (the test command installs them)")
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reg.LocalRegistry]:
-    local = reg.LocalRegistry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
 @pytest.fixture
 def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
              registry: reg.LocalRegistry) -> Iterator[Shipyard]:

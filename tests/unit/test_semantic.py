@@ -91,6 +91,18 @@ def test_extra_hosts_and_expose() -> None:
     assert syntax.parse_expose("3000-3005/udp") == "3000-3005/udp"
 
 
+def test_tmpfs_short_syntax() -> None:
+    assert syntax.parse_tmpfs("/run:size=1m,mode=1777,noexec") == ("/run", 1 << 20, 0o1777)
+    assert syntax.parse_tmpfs("/run") == ("/run", None, None)
+    found = errors('services:\n  a:\n    image: x\n    tmpfs: ["/ok", "/x:mode=zz"]\n'
+                   '  b:\n    image: x\n    tmpfs: "/y:size=lots"\n')
+    assert found == [
+        'c.yaml:4: services.a.tmpfs[1]: "/x:mode=zz": mode "zz" is not an octal number '
+        "(expected e.g. mode=1777)",
+        'c.yaml:7: services.b.tmpfs: "lots" is not a valid byte size '
+        "(expected e.g. 512m, 1g, 1.5gb, 100k or a number of bytes)"]
+
+
 def test_all_problems_at_once_with_locations() -> None:
     found = errors(
         "services:\n"

@@ -30,6 +30,17 @@ def snapshot(root: str) -> dict[str, float]:
     return seen
 
 
+def terminate(child: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 5 s; reaped either way."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print("usage: devserver COMMAND [ARG...]", file=sys.stderr)
@@ -55,20 +66,9 @@ def main(argv: list[str]) -> int:
         before = now
         print(f"devserver: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} "
               "changed; restarting", flush=True)
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        terminate(child)
         child = subprocess.Popen(argv)
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    terminate(child)
     return 0
 
 
