@@ -178,6 +178,10 @@ class Containers:
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
+        if not container.directory.is_dir():
+            # A create killed between its record's commit and its directory's making: the
+            # record is the truth, and a container that never ran is "created".
+            return launch.State.from_dict({"id": container.id, "status": "created"})
         return launch.state(str(container.directory))
 
     def start(self, ref: str | Container) -> Container:
@@ -192,6 +196,7 @@ class Containers:
                 return container
             # Leftovers of an earlier run, or of a start killed half-way (a namespace, leases,
             # a mounted rootfs): bundle() starts from nothing.
+            container.directory.mkdir(parents=True, exist_ok=True)
             launch.delete(str(container.directory))
             prepare.release(self.engine, container)
             try:

@@ -164,9 +164,7 @@ def unpublish(engine: Engine, container: Container) -> None:
 
 def published(engine: Engine, container: Container) -> list[Published]:
     """The bindings the container's current run serves (empty when it is not running)."""
-    from engine.runtime import launch
-
-    if not launch.state(str(container.directory)).running:
+    if not engine.containers.state(container).running:
         return []
     engine.store.ensure_schema(SCHEMA)
     rows = engine.store.query(
@@ -245,7 +243,6 @@ def _holder(engine: Engine, me: Container, protocol: str, ip: str, first: int,
     """"by container X" (or 'by project "p", container X') when one of ours serves the port
     now, else "by another process"."""
     from engine.errors import NotFound
-    from engine.runtime import launch
 
     engine.store.ensure_schema(SCHEMA)
     rows = engine.store.query(
@@ -259,7 +256,7 @@ def _holder(engine: Engine, me: Container, protocol: str, ip: str, first: int,
             other = engine.containers.get(row["container_id"])
         except NotFound:
             continue
-        if not launch.state(str(other.directory)).running:
+        if not engine.containers.state(other).running:
             continue  # a stale record: its shim is gone, so it holds nothing
         project = other.labels.get("com.docker.compose.project")
         return (f'by project "{project}", container {other.name}' if project

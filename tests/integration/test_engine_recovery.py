@@ -278,3 +278,19 @@ def test_stop_of_a_created_container_is_a_no_op(root: Root) -> None:
     idle = root.engine.containers.get("idle")
     assert not netns.exists(netns.path_of(root.engine.layout, idle.id[:32]))
     assert root.engine.networks.ipam.leases(root.engine.networks.get("bridge").id) == {}
+
+
+# ---- 6. a create killed between its record and its directory --------------------------------
+
+def test_a_container_whose_create_was_killed_before_its_directory(root: Root) -> None:
+    # The record commits, then the directory is made: a kill between leaves a record alone.
+    root.killed_at("engine.layout:Layout.container",
+                   'from compose.cli import main\n'
+                   'main(["container", "create", "--name", "half", "busybox", "sleep", "60"])')
+    half = root.engine.containers.get("half")
+    assert not half.directory.exists()
+    assert root.engine.containers.state(half).status == "created"
+    assert "half" in root.cli("container", "ls", "-a")
+    root.engine.containers.start(half)
+    assert root.engine.containers.state(half).status == "running"
+    root.engine.containers.remove(half, force=True)
