@@ -253,8 +253,9 @@ def _main(argv: Sequence[str]) -> int:
     try:
         return int(args._module.run(args, ctx) or 0)
     except BaseException as raised:
-        # An anyio task group wraps what its tasks raised in an ExceptionGroup; a user's
-        # error is still one message when every leaf is one we handle. Anything else is a bug.
+        # An anyio task group (pull, push) wraps what its tasks raised in an ExceptionGroup;
+        # a user's error is still one message when every leaf is one we handle. Anything else
+        # is a bug.
         leaves = _leaves(raised)
         if not all(isinstance(leaf, (Error, KeyboardInterrupt, BrokenPipeError))
                    for leaf in leaves):

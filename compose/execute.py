@@ -1,21 +1,27 @@
-"""Walks a `Plan` in one anyio task group: each node waits for the nodes it comes `after`,
-then makes its engine calls (blocking, so in worker threads, at most `parallel` at once).
-No decisions are made here beyond what the node says.
+"""Walks a `Plan` with threads: a node starts (in a worker thread) once the nodes it
+comes `after` have finished, and makes its engine calls, at most `parallel` at once across
+the walk. No decisions are made here beyond what the node says.
+
+Threads, not an event loop: the engine's calls block, and importing asyncio and anyio cost
+every `up` and `down` ~40-90 ms of a ~0.5 s budget. Only an image pull, whose registry
+client is async, runs an event loop (in its own thread).
 
 A node whose hard dependency failed is skipped (and so are its dependents), while unrelated
-nodes carry on; a failed soft dependency (`required: false`) is only a warning. The waits for
-`depends_on` conditions are in compose/conditions.py, lifecycle hooks in compose/hooks.py,
-secret/config files are written by compose/sourcefiles.py.
+nodes carry on; a failed soft dependency (`required: false`) is only a warning. Ctrl-C
+starts nothing new, makes waits give up, lets running steps finish (each leaves the engine
+consistent) and re-raises. The waits for `depends_on` conditions are in
+compose/conditions.py, lifecycle hooks in compose/hooks.py, secret/config files are written
+by compose/sourcefiles.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from compose import translate as t
 from compose.conditions import wait_service
@@ -78,30 +84,21 @@ class Outcome:
 
 def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
         settings: Settings | None = None) -> Outcome:
-    """Executes `plan` to the end (synchronously) and returns what happened."""
+    """Executes `plan` to the end and returns what happened."""
+    walker = _Walker(engine, project, plan, progress, settings or Settings())
+    _touch_parts(engine, plan)
     if sum(n.kind == "container" and n.action in STARTS for n in plan.nodes) < 2:
-        return anyio.run(execute, engine, project, plan, progress, settings or Settings())
+        return walker.run()
     from engine.runtime import launch
 
     # Several containers start: one fork server forks their shims (~1 ms each) instead of
     # a fresh interpreter per shim (~35 ms of CPU each).
     with launch.forkserver():
-        return anyio.run(execute, engine, project, plan, progress, settings or Settings())
+        return walker.run()
 
 
 STARTS = ("start", "restart", "refresh")
-
-
-async def execute(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
-                  settings: Settings) -> Outcome:
-    _touch_parts(engine, plan)
-    limiter = anyio.CapacityLimiter(settings.parallel) if settings.parallel > 0 else \
-        anyio.CapacityLimiter(64)
-    walker = _Walker(engine, project, plan, progress, settings, limiter)
-    async with anyio.create_task_group() as tg:
-        for node in plan.nodes:
-            tg.start_soon(walker.node, node)
-    return walker.outcome
+DEFAULT_PARALLEL = 64  # engine calls at once when `parallel` is 0 (no limit asked)
 
 
 def _touch_parts(engine: Engine, plan: Plan) -> None:
@@ -122,63 +119,118 @@ def _touch_parts(engine: Engine, plan: Plan) -> None:
 
 class _Walker:
     def __init__(self, engine: Engine, project: Project | None, plan: Plan,
-                 progress: Progress, settings: Settings, limiter: anyio.CapacityLimiter):
+                 progress: Progress, settings: Settings):
         self.engine, self.project, self.plan = engine, project, plan
-        self.progress, self.settings, self.limiter = progress, settings, limiter
-        self.events = {n.id: anyio.Event() for n in plan.nodes}
+        self.progress, self.settings = progress, settings
+        self.slots = threading.BoundedSemaphore(settings.parallel if settings.parallel > 0
+                                                else DEFAULT_PARALLEL)
+        self.builds = threading.BoundedSemaphore(max(1, settings.build_parallel))
+        self.stopping = threading.Event()  # set on Ctrl-C: waits give up
         self.status: dict[str, str] = {}
         self.outcome = Outcome()
-        self.builds = anyio.CapacityLimiter(max(1, settings.build_parallel))
+        self._ended: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
+        self._workers = _Workers(min(len(plan.nodes), DEFAULT_PARALLEL))
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+    def run(self) -> Outcome:
+        """Starts each node when its dependencies have ended; returns when all have. A bug
+        in a step (not an engine Error) is raised once the running steps have ended."""
+        nodes = {n.id: n for n in self.plan.nodes}
+        pending = {n.id: {*n.after, *n.soft} for n in self.plan.nodes}
+        dependents: dict[str, list[str]] = {}
+        for n in self.plan.nodes:
+            for dep in pending[n.id]:
+                dependents.setdefault(dep, []).append(n.id)
+        try:
+            return self._walk(nodes, pending, dependents)
+        finally:
+            self._workers.close()
 
-    async def _gone(self, remove: Callable[[], object], *also: type[Error]) -> None:
-        """Runs `remove` in a worker; NotFound (already gone) and the `also` errors are no
-        failure."""
+    def _walk(self, nodes: dict[str, PlanNode], pending: dict[str, set[str]],
+              dependents: dict[str, list[str]]) -> Outcome:
+        running = 0
+        bug: BaseException | None = None
+        try:
+            for node_id, deps in pending.items():
+                if not deps:
+                    self._start(nodes[node_id])
+                    running += 1
+            while running:
+                ended, raised = self._ended.get()
+                running -= 1
+                if raised is not None and bug is None:
+                    bug = raised
+                    self.stopping.set()
+                for node_id in dependents.get(ended, ()):
+                    pending[node_id].discard(ended)
+                    if not pending[node_id] and bug is None:
+                        self._start(nodes[node_id])
+                        running += 1
+        except KeyboardInterrupt:
+            self.stopping.set()
+            while running:  # a second Ctrl-C leaves at once
+                self._ended.get()
+                running -= 1
+            raise
+        if bug is not None:
+            raise bug
+        return self.outcome
+
+    def _start(self, node: PlanNode) -> None:
+        def body() -> None:
+            try:
+                self.node(node)
+            except BaseException as raised:  # handed to run(), which raises it
+                self._ended.put((node.id, raised))
+            else:
+                self._ended.put((node.id, None))
+
+        self._workers.submit(body)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """An engine call, counted against the `parallel` limit."""
+        with self.slots:
+            return fn(*args)
+
+    def _gone(self, remove: Callable[[], object], *also: type[Error]) -> None:
+        """Runs `remove`; NotFound (already gone) and the `also` errors are no failure."""
         def call() -> None:
             with contextlib.suppress(NotFound, *also):
                 remove()
 
-        await self.call(call)
+        self.call(call)
 
-    async def node(self, node: PlanNode) -> None:
+    def node(self, node: PlanNode) -> None:
+        bad = [d for d in node.after if self.status.get(d) != "done"]
+        if bad:
+            self.status[node.id] = "skipped"
+            self.outcome.skipped[node.id] = bad[0]
+            return
+        for dep in node.soft:
+            if self.status.get(dep) != "done":
+                self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
+                                      "dependency is not required)")
+        kind, shown = self._label(node)
+        working, finished = WORDS.get((node.kind, node.action), (node.action, node.action))
+        quiet = (node.kind, node.action) == ("wait", "started")  # its start said it all
+        if not quiet:
+            self.progress.event(kind, shown, working)
         try:
-            for dep in (*node.after, *node.soft):
-                await self.events[dep].wait()
-            bad = [d for d in node.after if self.status.get(d) != "done"]
-            if bad:
-                self.status[node.id] = "skipped"
-                self.outcome.skipped[node.id] = bad[0]
-                return
-            for dep in node.soft:
-                if self.status.get(dep) != "done":
-                    self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
-                                          "dependency is not required)")
-            kind, shown = self._label(node)
-            working, finished = WORDS.get((node.kind, node.action), (node.action, node.action))
-            quiet = (node.kind, node.action) == ("wait", "started")  # its start said it all
-            if not quiet:
-                self.progress.event(kind, shown, working)
-            try:
-                # A handler may say what it did, when that is not what the plan foresaw.
-                said = await getattr(self, f"_{node.kind}_{node.action}")(node)
-                finished = said or finished
-            except (Error, OSError) as error:
-                # An OSError (a secret file that cannot be written, a full disk) fails this
-                # step with its message, as an engine error does; unrelated steps go on.
-                self.status[node.id] = "failed"
-                self.outcome.failed[node.id] = str(error) if isinstance(error, Error) else \
-                    f"{error.strerror or error}" + (f": {error.filename}" if error.filename
-                                                     else "")
-                self.progress.event(kind, shown, "Error", ERROR)
-                return
-            self.status[node.id] = "done"
-            self.outcome.done.append(node.id)
-            if not quiet:
-                self.progress.event(kind, shown, finished, DONE)
-        finally:
-            self.events[node.id].set()
+            # A handler may say what it did, when that is not what the plan foresaw.
+            said = getattr(self, f"_{node.kind}_{node.action}")(node)
+            finished = said or finished
+        except (Error, OSError) as error:
+            # An OSError (a secret file that cannot be written, a full disk) fails this
+            # step with its message, as an engine error does; unrelated steps go on.
+            self.status[node.id] = "failed"
+            self.outcome.failed[node.id] = str(error) if isinstance(error, Error) else \
+                f"{error.strerror or error}" + (f": {error.filename}" if error.filename
+                                                 else "")
+            self.progress.event(kind, shown, "Error", ERROR)
+            return
+        self.status[node.id] = "done"
+        self.outcome.done.append(node.id)
+        if not quiet:
+            self.progress.event(kind, shown, finished, DONE)
 
     def _label(self, node: PlanNode) -> tuple[str, str]:
         """(kind, name) of the node's progress line: builds show as their service (as
@@ -198,7 +250,7 @@ class _Walker:
                     return net
         return None
 
-    async def _network_create(self, node: PlanNode) -> None:
+    def _network_create(self, node: PlanNode) -> None:
         net = self._network(node.target)
         kwargs: dict[str, Any] = {}
         labels = {}
@@ -217,51 +269,58 @@ class _Walker:
             except AlreadyExists:
                 pass  # made by an earlier, interrupted run
 
-        await self.call(create)
+        self.call(create)
 
-    async def _network_remove(self, node: PlanNode) -> None:
-        await self._gone(lambda: self.engine.networks.remove_network(node.target))
+    def _network_remove(self, node: PlanNode) -> None:
+        self._gone(lambda: self.engine.networks.remove_network(node.target))
 
-    async def _volume_create(self, node: PlanNode) -> None:
+    def _volume_create(self, node: PlanNode) -> None:
         vol = None
         if self.project:
             vol = next((v for v in self.project.volumes.values() if v.name == node.target), None)
         labels = {**vol.labels, **t.volume_labels(self.project, vol.key)} if vol else {}
         driver = (vol.driver if vol else None) or "local"
         options = dict(vol.driver_opts) if vol else {}
-        await self.call(lambda: self.engine.volumes.create(
+        self.call(lambda: self.engine.volumes.create(
             node.target, driver=driver, options=options, labels=labels))
 
-    async def _volume_remove(self, node: PlanNode) -> None:
-        await self._gone(lambda: self.engine.volumes.remove(node.target))
+    def _volume_remove(self, node: PlanNode) -> None:
+        self._gone(lambda: self.engine.volumes.remove(node.target))
 
     # ---- images ----------------------------------------------------------------------------
 
-    async def _image_pull(self, node: PlanNode) -> None:
-        # On the event loop itself: the transfer is async (unpacking runs in threads).
+    def _image_pull(self, node: PlanNode) -> None:
+        # The registry client is async: an event loop in this node's thread (unpacking
+        # runs in its worker threads).
+        import anyio
+
         from compose.imaging import PullView, registry_or_default
         from engine.pull import pull_image
 
-        view = PullView(self.progress, lambda fn, *args: fn(*args), self.settings.quiet_pull)
-        async with registry_or_default(self.settings.registry)() as client:
-            await pull_image(node.target, self.engine.images, client, progress=view)
+        view = PullView(self.progress, _direct, self.settings.quiet_pull)
 
-    async def _image_build(self, node: PlanNode) -> None:
-        from compose.imaging import BuildView, build_spec, poster, registry_or_default
+        async def pull() -> None:
+            async with registry_or_default(self.settings.registry)() as client:
+                await pull_image(node.target, self.engine.images, client, progress=view)
+
+        anyio.run(pull)
+
+    def _image_build(self, node: PlanNode) -> None:
+        from compose.imaging import BuildView, build_spec, registry_or_default
         from engine.build import build
 
         assert self.project is not None, "building needs the project"
         spec = build_spec(self.project, node.service, no_cache=self.settings.no_cache,
                           pull=self.settings.build_pull, build_args=self.settings.build_args)
-        view = BuildView(self.progress, node.service, poster())
+        view = BuildView(self.progress, node.service, _direct)
         registry = registry_or_default(self.settings.registry)
-        await anyio.to_thread.run_sync(
-            lambda: build(self.engine, spec.context, spec.dockerfile, progress=view,
-                          registry=registry, **spec.kwargs()), limiter=self.builds)
+        with self.builds:
+            build(self.engine, spec.context, spec.dockerfile, progress=view,
+                  registry=registry, **spec.kwargs())
 
-    async def _image_remove(self, node: PlanNode) -> None:
+    def _image_remove(self, node: PlanNode) -> None:
         # An image another container still uses (Conflict) is kept, as Compose keeps it.
-        await self._gone(lambda: self.engine.images.remove(node.target), Conflict)
+        self._gone(lambda: self.engine.images.remove(node.target), Conflict)
 
     # ---- containers ------------------------------------------------------------------------
 
@@ -289,15 +348,15 @@ class _Walker:
             containers.remove(existing, force=True)
             return containers.create(request)
 
-    async def _container_create(self, node: PlanNode) -> None:
-        await self.call(self._create, node)
+    def _container_create(self, node: PlanNode) -> None:
+        self.call(self._create, node)
 
-    async def _container_recreate(self, node: PlanNode) -> None:
+    def _container_recreate(self, node: PlanNode) -> None:
         def recreate() -> None:
             self._stop_remove(node)
             self._create(node)
 
-        await self.call(recreate)
+        self.call(recreate)
 
     def _stop(self, container: Container) -> None:
         """Stops `container` (after its pre_stop hooks) if it runs."""
@@ -322,7 +381,7 @@ class _Walker:
                 except (NotFound, Conflict):
                     pass
 
-    async def _container_refresh(self, node: PlanNode) -> str:
+    def _container_refresh(self, node: PlanNode) -> str:
         """Recreates the container if its image (just built or pulled) has another id now,
         and starts the new one if the old one ran; otherwise leaves it be."""
         assert self.project is not None
@@ -346,53 +405,93 @@ class _Walker:
             post_start(self.project, new)
             return "Started"
 
-        said = await self.call(refresh)
+        said = self.call(refresh)
         if said == "Started":
             self.progress.event("Container", node.target, "Recreated", DONE)
         return said
 
-    async def _container_remove(self, node: PlanNode) -> None:
-        await self.call(self._stop_remove, node)
+    def _container_remove(self, node: PlanNode) -> None:
+        self.call(self._stop_remove, node)
 
-    async def _container_start(self, node: PlanNode) -> None:
+    def _container_start(self, node: PlanNode) -> None:
         def start() -> None:
             containers = self.engine.containers
             container = containers.get(node.target)
             containers.start(container)
             post_start(self.project, container)
 
-        await self.call(start)
+        self.call(start)
 
-    async def _container_stop(self, node: PlanNode) -> None:
-        await self.call(lambda: self._stop(self.engine.containers.get(node.target)))
+    def _container_stop(self, node: PlanNode) -> None:
+        self.call(lambda: self._stop(self.engine.containers.get(node.target)))
 
-    async def _container_restart(self, node: PlanNode) -> None:
+    def _container_restart(self, node: PlanNode) -> None:
         def restart() -> None:
             container = self.engine.containers.get(node.target)
             self._stop(container)
             self.engine.containers.start(container)
             post_start(self.project, container)
 
-        await self.call(restart)
+        self.call(restart)
 
     # ---- waits -----------------------------------------------------------------------------
 
-    async def _wait_started(self, node: PlanNode) -> None:
-        await self._wait(node, "started")
+    def _wait_started(self, node: PlanNode) -> None:
+        self._wait(node, "started")
 
-    async def _wait_running(self, node: PlanNode) -> None:
-        await self._wait(node, "running")
+    def _wait_running(self, node: PlanNode) -> None:
+        self._wait(node, "running")
 
-    async def _wait_healthy(self, node: PlanNode) -> None:
-        await self._wait(node, "healthy")
+    def _wait_healthy(self, node: PlanNode) -> None:
+        self._wait(node, "healthy")
 
-    async def _wait_completed(self, node: PlanNode) -> None:
-        await self._wait(node, "completed")
+    def _wait_completed(self, node: PlanNode) -> None:
+        self._wait(node, "completed")
 
-    async def _wait(self, node: PlanNode, condition: str) -> None:
+    def _wait(self, node: PlanNode, condition: str) -> None:
         assert self.project is not None
-        await wait_service(self.engine, self.project.name, node.service, condition,
-                           self.settings.wait_timeout, self.limiter)
+        wait_service(self.engine, self.project.name, node.service, condition,
+                     self.settings.wait_timeout, self.slots, self.stopping)
+
+
+class _Workers:
+    """Daemon threads for the steps, started as needed up to `size` and reused: a thread
+    keeps what it opened (its database connection, ~1 ms to open) from step to step, and a
+    second Ctrl-C need not wait for any of them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.threads = 0
+        self.idle = 0
+        self.lock = threading.Lock()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self.lock:
+            if self.idle:
+                self.idle -= 1  # an idle thread takes it
+            elif self.threads < self.size:
+                self.threads += 1
+                threading.Thread(target=self._work, daemon=True).start()
+        self.tasks.put(task)
+
+    def _work(self) -> None:
+        while (task := self.tasks.get()) is not None:
+            task()
+            with self.lock:
+                self.idle += 1
+
+    def close(self) -> None:
+        """Lets the threads end once the queued steps are done."""
+        with self.lock:
+            for _ in range(self.threads):
+                self.tasks.put(None)
+            self.threads = self.idle = 0
+
+
+def _direct(fn: Callable[..., object], *args: Any) -> None:
+    """The `Post` of the progress views: Progress serialises its callers itself."""
+    fn(*args)
 
 
 def report(outcome: Outcome, plan: Plan) -> str:

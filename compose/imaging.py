@@ -94,16 +94,7 @@ def build_spec(project: Project, service: Service | str, *, no_cache: bool = Fal
         pull=pull or b.pull)
 
 
-Post = Callable[..., None]   # post(fn, *args): run fn(*args) on the progress thread
-
-
-def poster() -> Post:
-    """A `Post` for the running event loop: callable from any thread, it runs fn(*args) on
-    the loop's thread, in order, without waiting (progress is drawn by the loop only)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    return lambda fn, *args: loop.call_soon_threadsafe(fn, *args)
+Post = Callable[..., None]   # post(fn, *args): show fn(*args) (progress views are thread-safe)
 
 
 def registry_or_default(factory: Callable[[], Any] | None) -> Callable[[], Any]:

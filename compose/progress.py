@@ -2,13 +2,14 @@
 
 `tty`: a live view, one line per resource rewritten in place with ANSI codes (state and
 elapsed time); `plain`: one line per finished step (` ✔ Container blog-db-1  Started`);
-`json`: one JSON object per event; `quiet`: nothing. Events come from one thread (the event
-loop), so no locking is needed.
+`json`: one JSON object per event; `quiet`: nothing. Events come from the threads of a
+plan's steps: each call holds the view's lock while it writes.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import TextIO
@@ -56,9 +57,14 @@ class Progress:
         self.title = title
         self.lines: dict[str, _Line] = {}
         self._drawn = 0
+        self._lock = threading.RLock()
 
     def event(self, kind: str, name: str, text: str, state: str = WORKING) -> None:
         """`kind` is "Network", "Volume", "Image", "Container"; `text` e.g. "Creating"."""
+        with self._lock:
+            self._event(kind, name, text, state)
+
+    def _event(self, kind: str, name: str, text: str, state: str) -> None:
         key = f"{kind} {name}"
         line = self.lines.get(key)
         now = time.monotonic()
@@ -81,14 +87,16 @@ class Progress:
         """A line outside the resource list (warnings, hints)."""
         if self.mode == "quiet":
             return
-        if self.mode == "tty":
-            self._drawn = 0  # the live view starts again below the message
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        with self._lock:
+            if self.mode == "tty":
+                self._drawn = 0  # the live view starts again below the message
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         if self.mode == "tty":
-            self._redraw()
+            with self._lock:
+                self._redraw()
 
     def _symbol(self, state: str) -> str:
         symbol, colour = {DONE: ("✔", _GREEN), ERROR: ("✘", _RED), WARNING: ("!", _YELLOW),

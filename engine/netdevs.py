@@ -106,17 +106,11 @@ def plug(path: str, bridge: str, host_if: str, ip: IPv4Address, config: SubnetCo
                 os.close(fd)
                 raise Unavailable(f"bridge {bridge} is missing (remove and recreate the network)")
             try:
-                rt.add_veth(host_if, ifname, fd, mac, mtu)
+                rt.add_veth(host_if, ifname, fd, mac, mtu, bridge_index)
             except OSError as exc:
-                raise netlink_error(exc, f"creating veth {host_if}") from None
+                raise netlink_error(exc, f"creating veth {host_if} on {bridge}") from None
             finally:
                 os.close(fd)
-            try:
-                index = rt.index(host_if)
-                assert index is not None
-                rt.set_link(index, up=True, master=bridge_index)
-            except OSError as exc:
-                raise netlink_error(exc, f"attaching {host_if} to {bridge}") from None
         try:
             index = inner.index(ifname)
             assert index is not None

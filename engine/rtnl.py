@@ -159,16 +159,18 @@ class Rtnl:
                      NLM_F_CREATE | NLM_F_EXCL)
 
     def add_veth(self, name: str, peer: str, peer_netns_fd: int, peer_mac: str,
-                 mtu: int | None = None) -> None:
-        """A veth pair: `name` here, `peer` created directly in the namespace of the fd."""
+                 mtu: int | None = None, master: int = 0) -> None:
+        """A veth pair: `name` here, up and attached to the bridge of index `master` (when
+        not 0) from the start; `peer` created directly in the namespace of the fd."""
         mtu_attr = _u32(IFLA_MTU, mtu) if mtu else b""
         peer_msg = (_IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, peer)
                     + attr(IFLA_ADDRESS, _mac(peer_mac)) + mtu_attr
                     + _u32(IFLA_NET_NS_FD, peer_netns_fd))
         info = _str(IFLA_INFO_KIND, "veth") + attr(
             IFLA_INFO_DATA | NLA_F_NESTED, attr(VETH_INFO_PEER, peer_msg))
-        self.request(RTM_NEWLINK, _IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, name)
-                     + mtu_attr + attr(IFLA_LINKINFO | NLA_F_NESTED, info),
+        master_attr = _u32(IFLA_MASTER, master) if master else b""
+        self.request(RTM_NEWLINK, _IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + _str(IFLA_IFNAME, name)
+                     + mtu_attr + master_attr + attr(IFLA_LINKINFO | NLA_F_NESTED, info),
                      NLM_F_CREATE | NLM_F_EXCL)
 
     def set_link(self, index: int, *, up: bool = True, master: int | None = None) -> None:

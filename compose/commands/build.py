@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     progress = for_flags(args, ctx.stderr, quiet=args.quiet, title="Building")
     engine = ctx.engine()
-    from compose import execute  # anyio: only when there is something to build
+    from compose import execute  # only when there is something to build
 
     settings = execute.Settings(registry=registry_factory(ctx), build_parallel=args.parallel,
                                 no_cache=args.no_cache, build_pull=args.pull,

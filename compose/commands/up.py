@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if plan.empty:
             progress.message(f"project {project.name}: everything is up to date")
         else:
-            from compose import execute  # anyio: only when there is something to do
+            from compose import execute  # only when there is something to do
             from compose.commands.imagebuild import registry_factory
 
             settings = execute.Settings(timeout=args.timeout, parallel=args.parallel,
