@@ -147,20 +147,23 @@ def _release_dir_if_empty(directory: Path) -> None:
 
 def delete(path: str | os.PathLike[str], layout: Layout | None = None) -> None:
     """Unmounts and removes a namespace file (idempotent). Processes still inside keep the
-    namespace alive until they exit. With `layout`, the directory mount goes with the last."""
+    namespace alive until they exit. With `layout`, the directory mount goes with the last.
+
+    Only that last step is under the lock: the unmount waits for an RCU grace period, and
+    deletions side by side (`down`) overlap their waits. No mount-table scan either: the
+    kernel says EINVAL when nothing is mounted there."""
     path = Path(path)
-
-    def drop() -> None:
-        if _is_mountpoint(path):
+    while True:
+        try:
             umount2(str(path), MNT_DETACH)
-        path.unlink(missing_ok=True)
-
-    if layout is None:
-        drop()
-        return
-    with _dir_lock(layout) as directory:
-        drop()
-        _release_dir_if_empty(directory)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
+                break
+            raise
+    path.unlink(missing_ok=True)
+    if layout is not None:
+        with _dir_lock(layout) as directory:
+            _release_dir_if_empty(directory)
 
 
 def exists(path: str | os.PathLike[str]) -> bool:

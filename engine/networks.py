@@ -474,7 +474,8 @@ class Networks:
                                     (network_id, container_id))
             host_if = rows[0]["host_ifname"] if rows else veth_name(network_id, container_id)
             # No re-routing: every endpoint of the namespace goes, and routes die with links.
-            self._unplug(network_id, container_id, host_if, None)
+            # Nor waiting for the resolver to drop the names: the container is going away.
+            self._unplug(network_id, container_id, host_if, None, wait=False)
 
     def _drop_leftovers(self, net: Network, container_id: str, path: str) -> None:
         """Before a connect: what an earlier connect of this container to `net` left. A live
@@ -498,12 +499,13 @@ class Networks:
             self._unplug(net.id, container_id, host_if, None)
 
     def _unplug(self, network_id: str, container_id: str, host_if: str,
-                reroute: str | None) -> None:
+                reroute: str | None, *, wait: bool = True) -> None:
         """Veth, then names, endpoint row and lease in one transaction (each step
-        idempotent); then the default route of the namespace at `reroute`, when it lives on."""
+        idempotent); then the default route of the namespace at `reroute`, when it lives on.
+        `wait`: for the resolver to drop the names (`Dns.unregister`)."""
         netdevs.delete_link(host_if)  # takes the peer inside the namespace with it
         with self.dns.batch(), self.store.tx() as conn:
-            self.dns.unregister(network_id, container_id)
+            self.dns.unregister(network_id, container_id, wait=wait)
             conn.execute("DELETE FROM network_endpoints WHERE network_id = ? AND "
                          "container_id = ?", (network_id, container_id))
             self.ipam.release(network_id, container_id)
