@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import ipaddress
 import json
-import logging
 import os
 import select
 import socket
@@ -34,11 +33,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from engine.errors import Unavailable
+from engine.errors import Unavailable, warn
 from engine.layout import Layout
 from engine.store import Store, dumps, loads
-
-log = logging.getLogger(__name__)
 
 SERVER = Path(__file__).with_name("dnsserver.py")
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
@@ -281,8 +278,7 @@ class Dns:
         finally:
             os.close(lock)
         for gateway, message in (state or {}).get("errors", {}).items():
-            log.warning("DNS for the network with gateway %s is unavailable: %s",
-                        gateway, message)
+            warn(f"DNS for the network with gateway {gateway} is unavailable: {message}")
         return state
 
     def resolver_pid(self) -> int | None:

@@ -22,17 +22,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
 from engine import nftables
-from engine.errors import Unavailable
+from engine.errors import Unavailable, warn
 from engine.layout import Layout
-
-log = logging.getLogger(__name__)
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 BRIDGE_PREFIX = "sy-"
@@ -54,9 +51,9 @@ class Egress:
         """Installs the network's rules. Returns False (after one warning) without `nft`."""
         if not self.available:
             if not self._warned:
-                log.warning("nftables (Debian package nftables) is not installed: containers get "
-                            "no egress beyond the host and networks are not isolated from "
-                            "each other by the firewall")
+                warn("nftables (Debian package nftables) is not installed: containers get "
+                     "no egress beyond the host and networks are not isolated from "
+                     "each other by the firewall")
                 self._warned = True
             return False
         tag = _tag(network_id)
@@ -144,10 +141,10 @@ class Egress:
             if not self._saved.exists():
                 self._saved.write_text(before)
             IP_FORWARD.write_text("1")
-            log.warning("set net.ipv4.ip_forward=1 (was %s) so containers reach beyond the "
-                        "host; it is put back when the last Shipyard network is removed", before)
+            warn(f"set net.ipv4.ip_forward=1 (was {before}) so containers reach beyond the "
+                 "host; it is put back when the last Shipyard network is removed")
         except OSError as exc:
-            log.warning("could not enable net.ipv4.ip_forward: %s", exc)
+            warn(f"could not enable net.ipv4.ip_forward: {exc}")
 
     def _restore_forwarding(self) -> None:
         if not self._saved.exists() or _bridges_left():
@@ -156,7 +153,7 @@ class Egress:
             IP_FORWARD.write_text(self._saved.read_text().strip() or "0")
             self._saved.unlink()
         except OSError as exc:
-            log.warning("could not restore net.ipv4.ip_forward: %s", exc)
+            warn(f"could not restore net.ipv4.ip_forward: {exc}")
 
 
 def _tag(network_id: str) -> str:

@@ -29,3 +29,11 @@ class Conflict(Error):
 
 class Unavailable(Error):
     """Something the engine needs is missing here (privilege, kernel feature, tool)."""
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (`warning: ...`), as the CLI prints its own. The engine
+    says so little that importing `logging` (~5 ms on every command) is not worth it."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
