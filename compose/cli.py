@@ -110,6 +110,29 @@ def add_project_options(parser: argparse.ArgumentParser) -> None:
                        metavar="FILE", help="an alternate environment file")
     group.add_argument("--project-directory", metavar="DIR",
                        help="working directory (default: the first file's directory)")
+    group.add_argument("--parallel", dest="max_parallel", type=int, metavar="N",
+                       help="at most N engine calls at once (-1: no limit; default: "
+                            "COMPOSE_PARALLEL_LIMIT, else no limit)")
+
+
+def parallel_limit(args: argparse.Namespace, ctx: Context) -> int:
+    """How many engine calls a plan may make at once (0: no limit): a command's own
+    `--parallel`, else the global one (as `docker compose --parallel N`), else
+    COMPOSE_PARALLEL_LIMIT."""
+    from engine.errors import InvalidArgument
+
+    own = getattr(args, "parallel", 0) or 0
+    if own > 0:
+        return own
+    value = getattr(args, "max_parallel", None)
+    if value is None:
+        raw = ctx.environ.get("COMPOSE_PARALLEL_LIMIT", "").strip()
+        try:
+            value = int(raw) if raw else -1
+        except ValueError:
+            raise InvalidArgument(f"COMPOSE_PARALLEL_LIMIT={raw!r}: expected a whole number "
+                                  "(-1 for no limit)") from None
+    return value if value > 0 else 0
 
 
 def load_options(args: argparse.Namespace, ctx: Context, *, interpolate: bool = True) -> Any:
@@ -128,7 +151,7 @@ def load_options(args: argparse.Namespace, ctx: Context, *, interpolate: bool = 
 
 # Global flags that take a value, so the command word can be found without a full parse.
 _VALUE_FLAGS = frozenset({"-f", "--file", "-p", "--project-name", "--profile", "--env-file",
-                          "--project-directory", "--ansi", "--progress"})
+                          "--parallel", "--project-directory", "--ansi", "--progress"})
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:

@@ -55,8 +55,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         for warning in plan.warnings:
             progress.message(f"warning: {warning}")
         if not plan.empty:
+            from compose.cli import parallel_limit
+
             outcome = execute.run(engine, project, plan, progress, execute.Settings(
-                timeout=args.timeout, parallel=args.parallel))
+                timeout=args.timeout, parallel=parallel_limit(args, ctx)))
             progress.close()
             if not outcome.ok:
                 raise Error(execute.report(outcome, plan))

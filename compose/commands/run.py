@@ -133,8 +133,11 @@ def bring_up(ctx: Context, args: argparse.Namespace, engine: Engine, project: Pr
                       for n in keep)
         plan = Plan(full.project, nodes, full.warnings)
         if not plan.empty:
+            from compose.cli import parallel_limit
+
             outcome = execute.run(engine, project, plan, progress,
-                                  execute.Settings(source_dir=source_dir))
+                                  execute.Settings(source_dir=source_dir,
+                                                   parallel=parallel_limit(args, ctx)))
             progress.close()
             if not outcome.ok:
                 raise Error(execute.report(outcome, plan))

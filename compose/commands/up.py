@@ -117,9 +117,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             progress.message(f"project {project.name}: everything is up to date")
         else:
             from compose import execute  # only when there is something to do
+            from compose.cli import parallel_limit
             from compose.commands.imagebuild import registry_factory
 
-            settings = execute.Settings(timeout=args.timeout, parallel=args.parallel,
+            settings = execute.Settings(timeout=args.timeout, parallel=parallel_limit(args, ctx),
                                         source_dir=source_dir, wait_timeout=args.wait_timeout,
                                         renew_anon_volumes=args.renew_anon_volumes,
                                         registry=registry_factory(ctx),
