@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 def _policy(svc: Service, options: UpOptions) -> str:
     policy = options.pull or svc.pull_policy or "missing"
+    if policy == "build" and svc.build is None and options.pull == "build":
+        # `--pull build` builds what can be built; the rest follows its own policy
+        policy = svc.pull_policy or "missing"
     return "missing" if policy == "if_not_present" else policy
 
 
@@ -28,8 +31,9 @@ def image_nodes(project: Project, observed: Observed, chosen: frozenset[str],
                 options: UpOptions, nodes: list[PlanNode]) -> dict[str, list[str]]:
     """Build and pull nodes; service -> ids of the image nodes its containers need.
 
-    A service with `build:` is built when its image is missing, with `--build`, or with
-    `pull_policy: build`; never with `--no-build` (then a missing image is an error). It is
+    A service with `build:` is built when its image is missing, with `--build` or
+    `--pull build`, or with `pull_policy: build`; never with `--no-build` (then a missing
+    image is an error). It is
     pulled instead only when it names an `image:` and the policy is `always` (a derived
     `<project>-<service>` name is never looked for in a registry). Other services pull per
     `--pull` or their `pull_policy` (missing, if_not_present, always, never; daily and
@@ -46,6 +50,8 @@ def image_nodes(project: Project, observed: Observed, chosen: frozenset[str],
         policy = _policy(svc, options)
         if options.build:
             reason = "--build"
+        elif options.pull == "build":
+            reason = "--pull build"
         elif svc.pull_policy == "build" and options.pull is None:
             reason = "pull_policy build"
         elif not present and not (svc.image and policy == "always"):

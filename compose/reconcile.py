@@ -35,7 +35,7 @@ class UpOptions:
     remove_orphans: bool = False
     renew_anon_volumes: bool = False
     scale: Mapping[str, int] = EMPTY
-    pull: str | None = None             # always | missing | never; None: each pull_policy
+    pull: str | None = None             # always | missing | never | build; None: each pull_policy
     build: bool = False
     no_build: bool = False
     wait: bool = False                  # also wait for every service to be running/healthy

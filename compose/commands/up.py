@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("-d", "--detach", action="store_true", help="run containers in the background")
     add("--build", action="store_true", help="build images before starting containers")
     add("--no-build", action="store_true", help="don't build an image, even if it's missing")
-    add("--pull", choices=["always", "missing", "never"], default=None,
-        help="pull images before running")
+    add("--pull", choices=["always", "missing", "never", "build"], default=None,
+        help="pull images before running (build: build what has a build section)")
     add("--force-recreate", action="store_true",
         help="recreate containers even if their configuration and image haven't changed")
     add("--no-recreate", action="store_true",

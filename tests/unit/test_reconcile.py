@@ -226,6 +226,20 @@ def test_pull_policies(tmp_path: Path) -> None:
         reconcile.up(p, present, reconcile.UpOptions(scale={"a": -1}))
 
 
+def test_pull_build_builds_what_has_a_build_section(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM busybox\n")
+    p = project(tmp_path, "services:\n  app: {build: ./app}\n  db: {image: busybox}\n")
+    present = Observed("blog", images={"busybox": "i", "blog-app": "j"},
+                       networks={"blog_default": ObservedNetwork("blog_default", "n")})
+    text = reconcile.up(p, present, reconcile.UpOptions(pull="build")).text()
+    assert "image build blog-app" in text and "(--pull build)" in text
+    assert "image pull" not in text  # db's image is present: its own policy (missing)
+    text = reconcile.up(p, Observed("blog", images={"blog-app": "j"}),
+                        reconcile.UpOptions(pull="build")).text()
+    assert "image pull busybox" in text
+
+
 def test_down_removes_dependents_first_then_networks_and_volumes(tmp_path: Path) -> None:
     p = project(tmp_path)
     obs = Observed("blog", (running(p, "db", anon={"/anon": "a" * 64}), running(p, "web"),
