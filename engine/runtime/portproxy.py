@@ -31,7 +31,6 @@ ACCEPT_BATCH = 64
 UDP_BATCH = 64
 UDP_MAX_FLOWS = 4096
 UDP_DATAGRAM_MAX = 65535
-SYS_PIDFD_GETFD = 438  # same number on x86_64 and the generic table (arm64, riscv)
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 LINGER_RESET = (1).to_bytes(4, sys.byteorder) + bytes(4)  # struct linger {1, 0}
 AGAIN = (BlockingIOError, InterruptedError)
@@ -39,21 +38,22 @@ AGAIN = (BlockingIOError, InterruptedError)
 
 def _take_fds(pid: int, fds: list[int]) -> list[int]:
     """Copies of `fds` from process `pid` (ours, with FD_CLOEXEC set by the kernel)."""
-    import ctypes
+    try:
+        from . import syscalls
+    except ImportError:  # imported by path in the shim
+        import syscalls  # type: ignore[no-redef]
 
-    libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     out: list[int] = []
     try:
         for fd in fds:
-            got = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-            if got < 0:
-                err = ctypes.get_errno()
+            try:
+                out.append(syscalls.pidfd_getfd(pidfd, fd))
+            except OSError as exc:
                 for taken in out:
                     os.close(taken)
-                raise OSError(err, f"taking the published port sockets from the engine "
-                                   f"(pidfd_getfd): {os.strerror(err)}")
-            out.append(got)
+                raise OSError(exc.errno, "taking the published port sockets from the engine "
+                                         f"(pidfd_getfd): {os.strerror(exc.errno)}") from None
     finally:
         os.close(pidfd)
     return out

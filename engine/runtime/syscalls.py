@@ -164,3 +164,12 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 def ioctl_int(fd: int, request: int, arg: int = 0) -> int:
     return _check(_libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_long(arg)),
                   f"ioctl({request:#x})")
+
+
+SYS_PIDFD_GETFD = 438  # the same number on x86_64 and the generic table (arm64, riscv)
+
+
+def pidfd_getfd(pidfd: int, fd: int) -> int:
+    """A copy (close-on-exec) of file descriptor `fd` of the process `pidfd` refers to."""
+    return _check(_libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd),
+                                ctypes.c_int(fd), ctypes.c_uint(0)), "pidfd_getfd")
