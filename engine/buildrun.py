@@ -160,8 +160,8 @@ class Sandbox:
                               directory=self.dir)
         self._network = container
         # prepare's steps 3 and 4 (network, /etc files), as a container start does them.
-        path, ips, gateway = prepare._network(self.engine, container)
-        etc = prepare._etc_files(container, ips, gateway)
+        path, ips, gateway = prepare.join_networks(self.engine, container)
+        etc = prepare.etc_files(container, ips, gateway)
         return path, etc
 
     def _stop(self) -> None:
@@ -176,4 +176,4 @@ class Sandbox:
                 launch.delete(self.dir)
         if self._network is not None:
             container, self._network = self._network, None
-            prepare._release_network(self.engine, container)
+            prepare.leave_networks(self.engine, container)

@@ -54,9 +54,9 @@ def bundle(engine: Engine, container: Container) -> None:
     layers = engine.images.layer_dirs(container.image_id)
     rootfs = snapshots.mount_rootfs(container.directory, layers)
     mounts = _mounts(engine, container, rootfs)
-    network_path, ips, gateway = _network(engine, container)
+    network_path, ips, gateway = join_networks(engine, container)
     _ports(engine, container, ips)
-    etc = _etc_files(container, ips, gateway)
+    etc = etc_files(container, ips, gateway)
     _write_spec(container, image_config, rootfs, mounts, network_path, etc)
 
 
@@ -79,7 +79,7 @@ def release(engine: Engine, container: Container) -> None:
     if not holds_anything(engine, container):
         return
     _release_ports(engine, container)
-    _release_network(engine, container)
+    leave_networks(engine, container)
     for volume in container.volumes:
         if volume:
             engine.volumes.unmount_if_unused(volume, exclude=container.name)
@@ -130,7 +130,7 @@ def _mounts(engine: Engine, container: Container, rootfs: Path) -> list[Any]:
 
 # ---- 3. network ------------------------------------------------------------------------------
 
-def _network(engine: Engine, container: Container) -> tuple[str | None, list[str], str | None]:
+def join_networks(engine: Engine, container: Container) -> tuple[str | None, list[str], str | None]:
     """(netns path or "host" or None for an empty one, the container's addresses, the
     gateway of its first network)."""
     request = container.request
@@ -177,7 +177,8 @@ def _network(engine: Engine, container: Container) -> tuple[str | None, list[str
     return str(path), ips, gateway
 
 
-def _release_network(engine: Engine, container: Container) -> None:
+def leave_networks(engine: Engine, container: Container) -> None:
+    """Undoes `join_networks` (idempotent): endpoints, names, leases, the namespace."""
     from engine import netns
 
     mode = container.request.network_mode
@@ -208,7 +209,9 @@ def _release_ports(engine: Engine, container: Container) -> None:
 
 # ---- 4. /etc files ---------------------------------------------------------------------------
 
-def _etc_files(container: Container, ips: list[str], gateway: str | None) -> dict[str, str]:
+def etc_files(container: Container, ips: list[str], gateway: str | None) -> dict[str, str]:
+    """Writes the container's hosts, hostname and resolv.conf into its directory; returns
+    their paths by name (bind-mounted over /etc/...)."""
     from engine import dns
 
     request = container.request
