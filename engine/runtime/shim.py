@@ -436,18 +436,41 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
                 shim.cgroup.remove()
             except OSError:
                 pass
-        os.write(status_fd, (st.dumps({"error": error}) + "\n").encode())
-        os.close(status_fd)
+        _report(status_fd, {"error": error})
         _cleanup()
         os._exit(1)
-    os.write(status_fd, (st.dumps({"pid": shim.pid}) + "\n").encode())
-    os.close(status_fd)
+    if not _report(status_fd, {"pid": shim.pid}):
+        # The engine stopped waiting (its start timed out and said the start failed): the
+        # container must not run behind its back.
+        shim.cgroup.kill()
+        _kill_and_reap(shim.pid)
+        shim.state.update(status="created", exit_code=127, pid=0,
+                          error="the engine stopped waiting for the start")
+        shim.save()
+        try:
+            shim.cgroup.remove()
+        except OSError:
+            pass
+        _cleanup()
+        os._exit(1)
     trace.mark("shim:reported")
     gc.freeze()  # what exists now lives as long as the shim: keep the collector off it
     shim.run()
     _cleanup()
     if not shim.engine_releases:
         _exit_hook()
+
+
+def _report(status_fd: int, doc: dict) -> bool:
+    """Tells the engine's `start` how the start went; False when it is no longer there to
+    hear it (it closed the pipe when its wait timed out)."""
+    try:
+        os.write(status_fd, (st.dumps(doc) + "\n").encode())
+        return True
+    except BrokenPipeError:
+        return False
+    finally:
+        os.close(status_fd)
 
 
 def _kill_and_reap(pid: int) -> None:

@@ -438,3 +438,18 @@ def test_a_restart_that_cannot_join_the_pid_namespace_is_an_error_not_a_dead_shi
                         failed.error), failed.error
     assert failed.status == "restarting"  # a live shim, still applying the policy
     assert launch.stop(b, timeout=0).status == "exited"
+
+
+def test_a_start_given_up_on_does_not_run_later(rt: Runtime) -> None:
+    # `start` stops waiting (timeout) before the shim reports: the start failed as far as
+    # the engine knows, so the shim must not run the container once it is ready.
+    d = rt.create("sleep", "60")
+    with pytest.raises(launch.StartError, match="did not report within"):
+        launch.start(d, timeout=0.0)
+    final = wait_for(lambda: (s := launch.state(d)).error and s)
+    assert (final.status, final.pid) == ("created", 0)
+    assert "stopped waiting" in final.error
+    cgroup = cgroups.Cgroup(f"{rt.parent}/{d.name}")
+    wait_for(lambda: not any(os.path.exists(p) for p in cgroup.dirs()))
+    launch.start(d)  # a later start works
+    assert launch.state(d).status == "running"
