@@ -56,6 +56,8 @@ WORDS = {
 
 @dataclass
 class Settings:
+    """How a plan is executed: the command-line knobs `execute.run` takes."""
+
     timeout: float | None = None       # stop grace (-t); None: each container's own
     parallel: int = 0                  # at most this many engine calls at once; 0: no limit
     source_dir: str | None = None      # where secret/config files are written
@@ -73,6 +75,8 @@ class Settings:
 
 @dataclass
 class Outcome:
+    """What a run did: failed and skipped nodes (with why) and the nodes done."""
+
     failed: dict[str, str] = field(default_factory=dict)    # node id -> message
     skipped: dict[str, str] = field(default_factory=dict)   # node id -> failed dependency
     done: list[str] = field(default_factory=list)

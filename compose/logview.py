@@ -80,6 +80,8 @@ class LogView:
 
 @dataclass(frozen=True, slots=True)
 class Source:
+    """One container whose log a `LogView` shows."""
+
     name: str        # as shown in the prefix
     directory: str   # the container's directory (engine.containers.Container.directory)
 

@@ -36,6 +36,8 @@ class Layer:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One cached build step: its key and the layer it made."""
+
     key: str
     layer: Layer | None        # None: the step changed no file
     created: str               # when the step first ran (keeps rebuilt configs identical)

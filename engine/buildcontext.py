@@ -25,6 +25,8 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """One .dockerignore line, compiled."""
+
     pattern: str
     regex: re.Pattern[str]
     exclude: bool                 # False for `!` exceptions
@@ -32,6 +34,8 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Ignore:
+    """A .dockerignore file: its rules in order (the last match wins)."""
+
     rules: tuple[Rule, ...] = ()
 
     def ignored(self, rel: str) -> bool:

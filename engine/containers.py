@@ -57,6 +57,8 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 @dataclass(frozen=True, slots=True)
 class Container:
+    """A container's record: what it was created from and where its files are."""
+
     id: str
     name: str
     image: str

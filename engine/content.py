@@ -39,6 +39,8 @@ def sha256_digest(data: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Blob:
+    """A blob in the content store: its digest and size in bytes."""
+
     digest: str
     size: int
 

@@ -25,6 +25,8 @@ class WireError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """A DNS query's header fields and its one question."""
+
     id: int
     flags: int
     name: str          # lower case, no trailing dot

@@ -47,6 +47,8 @@ class DockerfileError(InvalidArgument):
 
 @dataclass(frozen=True, slots=True)
 class Instruction:
+    """One Dockerfile instruction, as written."""
+
     keyword: str                          # upper case
     args: str                             # after the flags, continuations joined
     line: int                             # first line (1-based)
@@ -75,6 +77,8 @@ class Instruction:
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """One build stage: its FROM and the instructions after it."""
+
     index: int
     name: str | None                      # the `AS name`, lower case
     base: str                             # image reference or stage name, unexpanded
@@ -89,6 +93,8 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class Dockerfile:
+    """A parsed Dockerfile: its global ARGs and stages."""
+
     filename: str
     escape: str
     global_args: tuple[Instruction, ...]  # ARGs before the first FROM

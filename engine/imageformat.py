@@ -58,6 +58,8 @@ _MACHINES = {
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OCI platform (os, architecture, variant)."""
+
     os: str
     architecture: str
     variant: str = ""
@@ -68,6 +70,8 @@ class Platform:
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """An OCI content descriptor: what a manifest or index points at."""
+
     media_type: str
     digest: str
     size: int
@@ -89,6 +93,8 @@ class Descriptor:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    """An image manifest: the config and the layers, in order."""
+
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -96,6 +102,8 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class Index:
+    """An image index (or Docker manifest list): one manifest per platform."""
+
     media_type: str
     manifests: tuple[Descriptor, ...]
 

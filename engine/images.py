@@ -83,6 +83,8 @@ class LayerRef:
 
 @dataclass(frozen=True, slots=True)
 class Image:
+    """An image in the store (its id is the digest of its config)."""
+
     id: str
     manifest_digest: str
     manifest_media_type: str

@@ -39,6 +39,8 @@ DEFAULT_POOLS: tuple[Pool, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class SubnetConfig:
+    """A network's subnet, gateway and (optional) range for leases."""
+
     subnet: IPv4Network
     gateway: IPv4Address
     ip_range: IPv4Network | None = None

@@ -19,6 +19,8 @@ RUN_BASE = "/run/shipyard"
 
 @dataclass(frozen=True, slots=True)
 class Layout:
+    """Every path of one engine root."""
+
     root: Path
 
     @classmethod

@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS network_endpoints (
 
 @dataclass(frozen=True, slots=True)
 class Network:
+    """A network's record and its address plan."""
+
     id: str
     name: str
     driver: str
@@ -109,6 +111,8 @@ class Network:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """A container's attachment to a network."""
+
     network_id: str
     network_name: str
     container_id: str

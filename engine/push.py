@@ -36,6 +36,8 @@ Progress = Callable[[PullEvent], None]
 
 @dataclass(frozen=True, slots=True)
 class PushedImage:
+    """What a push did."""
+
     reference: str
     digest: str                 # of what the tag now points at
     uploaded: int               # bytes sent
@@ -45,6 +47,8 @@ class PushedImage:
 
 @dataclass
 class _Tally:
+    """Counts of a push in progress."""
+
     uploaded: int = 0
     mounted: int = 0
     skipped: int = 0

@@ -152,6 +152,8 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class ManifestHead:
+    """What a registry says about a manifest without sending it."""
+
     digest: str
     media_type: str
     size: int

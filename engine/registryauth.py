@@ -340,6 +340,8 @@ def _helper_get(helper: str, server: str) -> Credentials | None:
 
 @dataclass(frozen=True, slots=True)
 class Token:
+    """A registry bearer token and when it expires."""
+
     value: str
     expires_at: float  # time.monotonic() seconds
 

@@ -43,6 +43,8 @@ LOCAL_OPTIONS = frozenset({"type", "o", "device"})
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """A named volume's record."""
+
     name: str
     driver: str
     options: Mapping[str, str]

@@ -56,6 +56,8 @@ class ExecError(Error):
 
 @dataclass(frozen=True, slots=True)
 class HealthResult:
+    """One healthcheck probe: when it ran, its exit code and output."""
+
     start: str
     end: str
     exit_code: int
@@ -64,6 +66,8 @@ class HealthResult:
 
 @dataclass(frozen=True, slots=True)
 class Health:
+    """A container's health: status, failing streak, recent probes."""
+
     status: str   # starting | healthy | unhealthy
     failing_streak: int
     log: tuple[HealthResult, ...]
@@ -71,6 +75,8 @@ class Health:
 
 @dataclass(frozen=True, slots=True)
 class State:
+    """A container's runtime state, as its monitor records it."""
+
     id: str
     status: str   # created | running | paused | restarting | exited | dead
     pid: int

@@ -18,6 +18,8 @@ from engine.runtime import state as st
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
+    """One line of a container's log."""
+
     stream: str   # stdout | stderr
     time: str     # RFC 3339, nanoseconds, UTC
     text: str     # the line, with its newline when it had one
