@@ -64,12 +64,21 @@ def project_name(args: argparse.Namespace, ctx: Context) -> str:
     """The project's name without loading the project: -p > COMPOSE_PROJECT_NAME (shell,
     then .env / --env-file) > the last file's `name:` > the project directory's name."""
     from compose.cli import load_options
+    from compose.loader import cache
+
+    options = load_options(args, ctx)
+    shell_named = options.project_name or ctx.environ.get("COMPOSE_PROJECT_NAME")
+    if not shell_named:
+        # A whole load of the same inputs decides the name the same way: a valid cache
+        # entry of one (left by `up`, `down`, ...) answers without parsing anything.
+        cached = cache.cached_name(options, directory=cache.cache_dir(ctx.environ))
+        if cached is not None:
+            return cached
     from compose.loader.files import Sources, resolve_files
     from compose.loader.interpolate import InterpolationLog
     from compose.loader.raw import project_name as decide
 
-    options = load_options(args, ctx)
-    if options.project_name or ctx.environ.get("COMPOSE_PROJECT_NAME"):
+    if shell_named:
         # The shell outranks .env files, so no file need be found (or exist) to know it.
         return decide(options, ctx.environ, (), "", InterpolationLog(), Sources(ctx.cwd, None))
     fileset = resolve_files(options)
@@ -150,9 +159,11 @@ def load_project(args: argparse.Namespace, ctx: Context,
     """The whole project (warnings go to stderr). `services` are enabled even when their
     profiles are not active, as naming a service on the command line does in Compose."""
     from compose.cli import load_options
-    from compose.loader import load
+    from compose.loader import cache
 
-    project = load(load_options(args, ctx), services=tuple(services))
+    # From the validated cache when nothing the load read has changed (`loader/cache.py`).
+    project = cache.load(load_options(args, ctx), tuple(services),
+                         directory=cache.cache_dir(ctx.environ))
     for warning in project.warnings:
         print(f"warning: {warning}", file=ctx.stderr)
     return project

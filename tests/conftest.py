@@ -32,17 +32,44 @@ def _mounted_under(path: Path) -> bool:
 @pytest.fixture(autouse=True)
 def _own_run_dirs(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test's engine root lives in its tmp_path; its per-root run directory in /run
-    (locks, the resolver's records and log) goes with it once nothing is mounted there.
+    (locks, the resolver's records and log; unit tests' `up --dry-run` takes the project
+    lock there too) goes with it once nothing is mounted there.
     A directory still holding a mount is left for the test's leak check to report."""
-    if os.geteuid() != 0 or INTEGRATION not in Path(str(request.node.fspath)).parents:
+    if os.geteuid() != 0:
         yield
         return
     before = set(os.listdir(RUN_BASE)) if RUN_BASE.is_dir() else set()
     yield
     after = set(os.listdir(RUN_BASE)) if RUN_BASE.is_dir() else set()
-    for name in after - before:
+    new = after - before
+    if not new:
+        return
+    # Only those of this session's roots (all under its base temporary directory): a test
+    # session running alongside (another engineer's) makes run directories of its own
+    # meanwhile, and uses them.
+    ours = _run_dirs_of_roots_under(request.config._tmp_path_factory.getbasetemp())
+    for name in new & ours:
         if not _mounted_under(RUN_BASE / name):
             shutil.rmtree(RUN_BASE / name, ignore_errors=True)
+
+
+def _run_dirs_of_roots_under(top: Path, depth: int = 3) -> set[str]:
+    """The run directory names (engine.layout.Layout.run) of the engine roots (directories
+    holding a shipyard.db) in `top`, down to `depth` levels."""
+    from engine.layout import Layout
+
+    found, level = set(), [Path(top)]
+    for _ in range(depth + 1):
+        below = []
+        for directory in level:
+            if (directory / "shipyard.db").exists():
+                found.add(Layout.at(directory).run.name)
+            try:
+                below += [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()]
+            except OSError:
+                pass
+        level = below
+    return found
 
 
 @pytest.fixture(scope="module")
