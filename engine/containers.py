@@ -180,11 +180,12 @@ class Containers:
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
-        if not container.directory.is_dir():
+        try:
+            return launch.state(str(container.directory))
+        except NotFound:
             # A create killed between its record's commit and its directory's making: the
             # record is the truth, and a container that never ran is "created".
             return launch.State.from_dict({"id": container.id, "status": "created"})
-        return launch.state(str(container.directory))
 
     def start(self, ref: str | Container) -> Container:
         """Prepares the bundle and starts the process; a running container is left alone.
@@ -193,12 +194,17 @@ class Containers:
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
+        if not container.directory.is_dir():
+            # A create killed before making the directory. Made before the lock, which lives
+            # in it (without it the start would run unlocked), and only while the record
+            # stands (not for a container `rm` took away meanwhile).
+            self.get(container.id)
+            container.directory.mkdir(parents=True, exist_ok=True)
         with self._locked(container):
             if self.state(container).running:
                 return container
             # Leftovers of an earlier run, or of a start killed half-way (a namespace, leases,
             # a mounted rootfs): bundle() starts from nothing.
-            container.directory.mkdir(parents=True, exist_ok=True)
             launch.delete(str(container.directory))
             prepare.release(self.engine, container)
             try:

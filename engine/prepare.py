@@ -187,8 +187,9 @@ def leave_networks(engine: Engine, container: Container) -> None:
     path = netns.path_of(engine.layout, container.id[:32])
     with engine.networks.dns.batch():
         engine.networks.disconnect_all(container.id)
-    if netns.exists(path):
-        netns.delete(path, engine.layout)
+    # Not only when a live namespace is there: what a killed create or delete left (a plain
+    # file, or the emptied directory mount) goes too, or nothing would ever take it.
+    netns.delete(path, engine.layout)
 
 
 # ---- 3b. published ports ---------------------------------------------------------------------

@@ -177,9 +177,16 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
         os.close(w)
     with os.fdopen(r, "rb") as f:
         ready, _, _ = select.select([f], [], [], timeout)
-        if not ready:  # a shim that hangs must not hang the command with it
-            raise StartError(f"container shim did not report within {timeout:g}s")
-        raw = f.readline()
+        if ready:
+            raw = f.readline()
+    if not ready:  # a shim that hangs must not hang the command with it
+        # The pipe is closed now: a shim that reports from here on gives up and stops
+        # what it started. One that reported just before is running: stop it too, since
+        # the start fails.
+        with contextlib.suppress(Error, OSError):
+            if state(path).running:
+                stop(path, 0)
+        raise StartError(f"container shim did not report within {timeout:g}s")
     if not raw:
         log = _tail(os.path.join(path, "shim.log"))
         raise StartError(f"container shim failed to start{': ' + log if log else ''}")

@@ -428,6 +428,12 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
         if pending is not None:  # its process must not outlive the failed start
             _kill_and_reap(pending[0])
+    if not error and not _report(status_fd, {"pid": shim.pid}):
+        # The engine stopped waiting (its start timed out and said the start failed): the
+        # container must not run behind its back. (_report closed the fd.)
+        shim.cgroup.kill()
+        _kill_and_reap(shim.pid)
+        error, status_fd = "the engine stopped waiting for the start", -1
     if error:
         if shim is not None:
             shim.state.update(status="created", exit_code=127, error=error, pid=0)
@@ -436,21 +442,8 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
                 shim.cgroup.remove()
             except OSError:
                 pass
-        _report(status_fd, {"error": error})
-        _cleanup()
-        os._exit(1)
-    if not _report(status_fd, {"pid": shim.pid}):
-        # The engine stopped waiting (its start timed out and said the start failed): the
-        # container must not run behind its back.
-        shim.cgroup.kill()
-        _kill_and_reap(shim.pid)
-        shim.state.update(status="created", exit_code=127, pid=0,
-                          error="the engine stopped waiting for the start")
-        shim.save()
-        try:
-            shim.cgroup.remove()
-        except OSError:
-            pass
+        if status_fd >= 0:
+            _report(status_fd, {"error": error})
         _cleanup()
         os._exit(1)
     trace.mark("shim:reported")

@@ -294,3 +294,23 @@ def test_a_container_whose_create_was_killed_before_its_directory(root: Root) ->
     root.engine.containers.start(half)
     assert root.engine.containers.state(half).status == "running"
     root.engine.containers.remove(half, force=True)
+
+
+# ---- 7. a namespace deletion killed half-way ------------------------------------------------
+
+@pytest.mark.parametrize(("step", "when"), [("engine.netns:umount2", "after"),
+                                            ("engine.netns:_dir_lock", "before")])
+def test_stop_after_a_stop_killed_in_the_namespace_deletion(root: Root, step: str,
+                                                            when: str) -> None:
+    # Killed once unmounted (a plain file stays), or once unlinked (the directory mount
+    # stays, empty): the next stop takes what is left.
+    from engine import mountinfo
+
+    root.cli("container", "create", "--name", "web", "busybox", "sleep", "60")
+    root.engine.containers.start("web")
+    root.killed_at(step, 'engine.containers.stop("web", timeout=0)', when)
+    web = root.engine.containers.get("web")
+    assert not netns.exists(netns.path_of(root.engine.layout, web.id[:32]))
+    root.engine.containers.stop("web", timeout=0)
+    assert not netns.path_of(root.engine.layout, web.id[:32]).exists()
+    assert mountinfo.find(root.engine.layout.netns) is None
