@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,52 +138,87 @@ class _Walker:
 
     def run(self) -> Outcome:
         """Starts each node when its dependencies have ended; returns when all have. A bug
-        in a step (not an engine Error) is raised once the running steps have ended."""
+        in a step (not an engine Error) is raised once the running steps have ended; so is
+        KeyboardInterrupt after a Ctrl-C (a second one leaves at once)."""
         nodes = {n.id: n for n in self.plan.nodes}
         pending = {n.id: {*n.after, *n.soft} for n in self.plan.nodes}
         dependents: dict[str, list[str]] = {}
         for n in self.plan.nodes:
             for dep in pending[n.id]:
                 dependents.setdefault(dep, []).append(n.id)
+        previous = self._catch_ctrl_c()
         try:
             return self._walk(nodes, pending, dependents)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self._workers.close()
+
+    def _catch_ctrl_c(self) -> Any:
+        """Makes Ctrl-C wake the scheduler instead of raising wherever the main thread is
+        (between a step's start and its count, the count would be wrong: a wait for ever,
+        or an exit while a step runs). Returns the handler to restore (None: untouched, as
+        in a thread other than the main one or when SIGINT is not the default)."""
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+
+        def interrupted(signum: int, frame: Any) -> None:
+            if self.stopping.is_set():
+                raise KeyboardInterrupt  # the second Ctrl-C: leave at once
+            self.stopping.set()
+            self._ended.put((None, None))  # SimpleQueue.put is safe in a signal handler
+
+        return signal.signal(signal.SIGINT, interrupted)
 
     def _walk(self, nodes: dict[str, PlanNode], pending: dict[str, set[str]],
               dependents: dict[str, list[str]]) -> Outcome:
         running = 0
         bug: BaseException | None = None
-        try:
-            for node_id, deps in pending.items():
-                if not deps:
+        for node_id, deps in pending.items():
+            if not deps:
+                self._start(nodes[node_id])
+                running += 1
+        while running:
+            ended, raised = self._ended.get()
+            if ended is None:
+                continue  # Ctrl-C: `stopping` is set, nothing new starts
+            running -= 1
+            if raised is not None and bug is None:
+                bug = raised
+                self.stopping.set()
+            for node_id in dependents.get(ended, ()):
+                pending[node_id].discard(ended)
+                if not pending[node_id] and not self.stopping.is_set():
                     self._start(nodes[node_id])
                     running += 1
-            while running:
-                ended, raised = self._ended.get()
-                running -= 1
-                if raised is not None and bug is None:
-                    bug = raised
-                    self.stopping.set()
-                for node_id in dependents.get(ended, ()):
-                    pending[node_id].discard(ended)
-                    if not pending[node_id] and bug is None:
-                        self._start(nodes[node_id])
-                        running += 1
-        except KeyboardInterrupt:
-            self.stopping.set()
-            while running:  # a second Ctrl-C leaves at once
-                self._ended.get()
-                running -= 1
-            raise
         if bug is not None:
             raise bug
+        if self.stopping.is_set():
+            raise KeyboardInterrupt
         return self.outcome
 
     def _start(self, node: PlanNode) -> None:
+        """Skips `node` or shows it working (here, so the lines come in plan order) and
+        hands its step to a worker; either way its end comes through `_ended`."""
+        bad = [d for d in node.after if self.status.get(d) != "done"]
+        if bad:
+            self.status[node.id] = "skipped"
+            self.outcome.skipped[node.id] = bad[0]
+            self._ended.put((node.id, None))
+            return
+        for dep in node.soft:
+            if self.status.get(dep) != "done":
+                self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
+                                      "dependency is not required)")
+        kind, shown = self._label(node)
+        working = WORDS.get((node.kind, node.action), (node.action,))[0]
+        if not _quiet(node):
+            self.progress.event(kind, shown, working)
+
         def body() -> None:
             try:
-                self.node(node)
+                self.node(node, kind, shown)
             except BaseException as raised:  # handed to run(), which raises it
                 self._ended.put((node.id, raised))
             else:
@@ -203,21 +239,10 @@ class _Walker:
 
         self.call(call)
 
-    def node(self, node: PlanNode) -> None:
-        bad = [d for d in node.after if self.status.get(d) != "done"]
-        if bad:
-            self.status[node.id] = "skipped"
-            self.outcome.skipped[node.id] = bad[0]
-            return
-        for dep in node.soft:
-            if self.status.get(dep) != "done":
-                self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
-                                      "dependency is not required)")
-        kind, shown = self._label(node)
-        working, finished = WORDS.get((node.kind, node.action), (node.action, node.action))
-        quiet = (node.kind, node.action) == ("wait", "started")  # its start said it all
-        if not quiet:
-            self.progress.event(kind, shown, working)
+    def node(self, node: PlanNode, kind: str, shown: str) -> None:
+        """Runs `node`'s step (its dependencies are done) and records how it ended, on
+        the progress line (`kind`, `shown`) that `_start` opened."""
+        finished = WORDS.get((node.kind, node.action), (node.action, node.action))[1]
         try:
             # A handler may say what it did, when that is not what the plan foresaw.
             said = getattr(self, f"_{node.kind}_{node.action}")(node)
@@ -233,7 +258,7 @@ class _Walker:
             return
         self.status[node.id] = "done"
         self.outcome.done.append(node.id)
-        if not quiet:
+        if not _quiet(node):
             self.progress.event(kind, shown, finished, DONE)
 
     def _label(self, node: PlanNode) -> tuple[str, str]:
@@ -302,12 +327,26 @@ class _Walker:
         from engine.pull import pull_image
 
         view = PullView(self.progress, _direct, self.settings.quiet_pull)
+        done = False
 
         async def pull() -> None:
-            async with registry_or_default(self.settings.registry)() as client:
-                await pull_image(node.target, self.engine.images, client, progress=view)
+            nonlocal done
+            async with anyio.create_task_group() as tg:
+                # Ctrl-C cancels the transfer, as it cancelled the old walk's event loop.
+                tg.start_soon(_cancel_when_set, self.stopping, tg.cancel_scope)
+                async with registry_or_default(self.settings.registry)() as client:
+                    await pull_image(node.target, self.engine.images, client, progress=view)
+                done = True
+                tg.cancel_scope.cancel()
 
-        anyio.run(pull)
+        try:
+            anyio.run(pull)
+        except BaseExceptionGroup as group:  # the task group wraps what the pull raised
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from None
+        if not done:
+            raise Error(f"pulling {node.target} was interrupted")
 
     def _image_build(self, node: PlanNode) -> None:
         from compose.imaging import BuildView, build_spec, registry_or_default
@@ -491,6 +530,20 @@ class _Workers:
             for _ in range(self.threads):
                 self.tasks.put(None)
             self.threads = self.idle = 0
+
+
+async def _cancel_when_set(event: threading.Event, scope: Any) -> None:
+    """Cancels `scope` (an anyio CancelScope) once `event` is set, looking every 50 ms."""
+    import anyio
+
+    while not event.is_set():
+        await anyio.sleep(0.05)
+    scope.cancel()
+
+
+def _quiet(node: PlanNode) -> bool:
+    """A wait for `started` shows no line: its container's start said it all."""
+    return (node.kind, node.action) == ("wait", "started")
 
 
 def _direct(fn: Callable[..., object], *args: Any) -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def _policy(svc: Service, options: UpOptions) -> str:
     policy = options.pull or svc.pull_policy or "missing"
-    if policy == "build" and svc.build is None and options.pull == "build":
+    if options.pull == "build" and svc.build is None:
         # `--pull build` builds what can be built; the rest follows its own policy
         policy = svc.pull_policy or "missing"
     return "missing" if policy == "if_not_present" else policy

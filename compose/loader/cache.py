@@ -282,9 +282,12 @@ def _load_and_store(options: LoadOptions, services: tuple[str, ...], directory: 
 def _volatile_reads(texts: Sequence[bytes], shell: Mapping[str, str]) -> list[Any]:
     """("env", name, value) for each VOLATILE name that a file of the load mentions as a
     whole word: a reference to a variable (`${NAME}`, `$NAME`, `- NAME`, `NAME=` in an env
-    file) always does, so the others cannot have changed the project."""
+    file) always does, so the others cannot have changed the project. YAML's double-quoted
+    escapes can spell a name without its bytes (`"${OLDP\\x57D}"`, a `\\` line break
+    inside it): the text is also searched with those decoded, wherever they are."""
     import re
 
+    texts = [*texts, *(_unescape(text) for text in texts if b"\\" in text)]
     found = []
     for name in VOLATILE:
         word = re.compile(rb"(?<![A-Za-z0-9_])" + re.escape(name.encode()) +
@@ -292,6 +295,20 @@ def _volatile_reads(texts: Sequence[bytes], shell: Mapping[str, str]) -> list[An
         if any(word.search(text) for text in texts):
             found.append(("env", name, shell.get(name)))
     return found
+
+
+def _unescape(text: bytes) -> bytes:
+    """`text` with YAML's escapes that can make ASCII (\\xHH, \\uHHHH, \\UHHHHHHHH) decoded
+    and its escaped line breaks (with the next line's indent) joined, as a double-quoted
+    scalar would read; applied everywhere, it can only find more names."""
+    import re
+
+    def char(match: re.Match[bytes]) -> bytes:
+        code = int(match.group(match.lastindex or 0), 16)
+        return bytes([code]) if code < 128 else b"?"  # a name is ASCII
+
+    text = re.sub(rb"\\\r?\n[ \t]*", b"", text)
+    return re.sub(rb"\\(?:x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8}))", char, text)
 
 
 def _import_loader() -> None:

@@ -14,6 +14,7 @@ import _thread
 import builtins
 import io
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,8 +45,13 @@ def replay(record: Sequence[tuple[Any, ...]], shell: Mapping[str, str]) -> bool:
     return True
 
 
-def _file_digest(path: str) -> bytes:
-    with REAL["open"](path, "rb") as handle:
+def _file_digest(path: str) -> Any:
+    """The digest of a regular file's bytes. Anything else (a FIFO, a terminal, a socket)
+    is not read, as reading would block or take what the load is to read: "special"."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with REAL["open"](fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "special"
         return digest(handle.read())
 
 
@@ -158,6 +164,10 @@ class Recorder:
         self.depth += 1
         try:
             with real(path, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    # A pipe (`-f /dev/stdin`, `-f <(...)`) or a device: a replay could not
+                    # read it again without taking what the next load is to read.
+                    self.tainted = True
                 data = handle.read()
         except OSError as exc:
             self._add("open", path, ("error", exc.errno))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,22 @@ def test_per_command_variables_do_not_split_the_cache_unless_a_file_reads_them(
     assert loads.load(p, env=down).services["web"].labels["by"] == "/usr/bin/shipyard down"
 
 
+@pytest.mark.parametrize("spelled", [
+    r"${SUDO_COMM\x41ND:-nobody}", r"${SUDO_COMM\u0041ND:-nobody}",
+    r"${SUDO_COMM\U00000041ND:-nobody}", "${SUDO_\\\n      COMMAND:-nobody}"])
+def test_a_per_command_variable_spelled_with_yaml_escapes_is_read(
+        loads: Loads, tmp_path: Path, spelled: str) -> None:
+    # A double-quoted scalar's escapes spell the name without its bytes in the file.
+    p = tmp_path / "p"
+    write(p / "compose.yaml", f'services:\n  web:\n    image: nginx\n'
+          f'    labels: {{by: "{spelled}"}}\n')
+    up = {"SUDO_COMMAND": "/usr/bin/shipyard up -d"}
+    down = {"SUDO_COMMAND": "/usr/bin/shipyard down"}
+    assert loads.load(p, env=up).services["web"].labels["by"] == "/usr/bin/shipyard up -d"
+    assert not loads.valid(p, env=down)
+    assert loads.load(p, env=down).services["web"].labels["by"] == "/usr/bin/shipyard down"
+
+
 def test_the_loader_code_reads_no_per_command_variable() -> None:
     for file in cache.code_files():
         if file.endswith(".py") and not file.endswith("cache.py"):
@@ -348,6 +365,33 @@ def test_options_are_part_of_the_key(loads: Loads, tmp_path: Path) -> None:
     assert len(loads.entries()) == 5
 
 
+def feed_fifo(path: Path, text: str) -> threading.Thread:
+    """A thread that writes `text` once into the FIFO at `path` (when a reader opens it)."""
+    def write_once() -> None:
+        with open(path, "w") as fifo:
+            fifo.write(text)
+    thread = threading.Thread(target=write_once, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_compose_file_replaced_by_a_fifo_is_not_read_by_the_check(loads: Loads,
+                                                                    tmp_path: Path) -> None:
+    # Reading a pipe to compare it would take what the load is to read (and could block).
+    p = tmp_path / "p"
+    text = "services:\n  web:\n    image: nginx\n"
+    path = write(p / "compose.yaml", text)
+    named = (str(path),)  # found by -f: the search for a default name takes regular files
+    loads.load(p, files=named)
+    path.unlink()
+    os.mkfifo(path)
+    writer = feed_fifo(path, text)
+    assert not loads.valid(p, files=named)
+    assert image(loads.load(p, files=named)) == "nginx"  # the load got the bytes
+    writer.join(5)
+    assert not writer.is_alive()
+
+
 # ---- what is never cached, and a cache that cannot be used ---------------------------------
 
 def test_a_failed_load_is_not_cached(loads: Loads, tmp_path: Path) -> None:
@@ -367,6 +411,16 @@ def test_a_failed_load_is_not_cached(loads: Loads, tmp_path: Path) -> None:
 def test_reading_stdin_is_not_cached(loads: Loads, tmp_path: Path) -> None:
     text = "services:\n  web:\n    image: nginx\n"
     assert image(loads.load(tmp_path, files=("-",), stdin=text)) == "nginx"
+    assert loads.entries() == []
+
+
+def test_a_load_that_reads_a_pipe_is_not_cached(loads: Loads, tmp_path: Path) -> None:
+    # `-f <(...)`, `-f /dev/stdin`: the next command's pipe is another one.
+    fifo = tmp_path / "compose.yaml"
+    os.mkfifo(fifo)
+    writer = feed_fifo(fifo, "services:\n  web:\n    image: nginx\n")
+    assert image(loads.load(tmp_path, files=(str(fifo),))) == "nginx"
+    writer.join(5)
     assert loads.entries() == []
 
 
