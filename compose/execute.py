@@ -326,7 +326,7 @@ class _Walker:
         from compose.imaging import PullView, registry_or_default
         from engine.pull import pull_image
 
-        view = PullView(self.progress, _direct, self.settings.quiet_pull)
+        view = PullView(self.progress, self.settings.quiet_pull)
         done = False
 
         async def pull() -> None:
@@ -355,7 +355,7 @@ class _Walker:
         assert self.project is not None, "building needs the project"
         spec = build_spec(self.project, node.service, no_cache=self.settings.no_cache,
                           pull=self.settings.build_pull, build_args=self.settings.build_args)
-        view = BuildView(self.progress, node.service, _direct)
+        view = BuildView(self.progress, node.service)
         registry = registry_or_default(self.settings.registry)
         with self.builds:
             build(self.engine, spec.context, spec.dockerfile, progress=view,
@@ -544,11 +544,6 @@ async def _cancel_when_set(event: threading.Event, scope: Any) -> None:
 def _quiet(node: PlanNode) -> bool:
     """A wait for `started` shows no line: its container's start said it all."""
     return (node.kind, node.action) == ("wait", "started")
-
-
-def _direct(fn: Callable[..., object], *args: Any) -> None:
-    """The `Post` of the progress views: Progress serialises its callers itself."""
-    fn(*args)
 
 
 def report(outcome: Outcome, plan: Plan) -> str:

@@ -10,9 +10,8 @@ service labels Compose puts on what it builds. Build features the engine lacks
 message rather than built wrongly; cache hints (`cache_from`, `cache_to`) and `platforms` are
 ignored (the builder has its own cache and builds for this host).
 
-`BuildView` and `PullView` are progress callbacks. They are called from any thread (builds run
-in worker threads, whose own event loops pull base images) and hand each event to the
-caller's `post`, which must bring it to the thread that owns the `Progress`.
+`BuildView` and `PullView` are progress callbacks, called from any thread (builds and pulls
+run in the plan's worker threads): `Progress` serialises its callers itself.
 """
 
 from __future__ import annotations
@@ -94,9 +93,6 @@ def build_spec(project: Project, service: Service | str, *, no_cache: bool = Fal
         pull=pull or b.pull)
 
 
-Post = Callable[..., None]   # post(fn, *args): show fn(*args) (progress views are thread-safe)
-
-
 def registry_or_default(factory: Callable[[], Any] | None) -> Callable[[], Any]:
     """`factory`, or one making a RegistryClient without credentials (loopback registries
     over plain HTTP, the rest over HTTPS)."""
@@ -119,14 +115,10 @@ class BuildView:
 
     progress: Progress
     service: str
-    post: Post
     kind: str = "Service"
     last: str = field(default="", init=False)
 
     def __call__(self, event: Any) -> None:   # engine.build.BuildEvent, from any thread
-        self.post(self._show, event)
-
-    def _show(self, event: Any) -> None:
         mode = self.progress.mode
         if mode == "quiet":
             return
@@ -156,14 +148,11 @@ class PullView:
     `quiet` (`--quiet-pull`) shows nothing but the image's own line."""
 
     progress: Progress
-    post: Post
     quiet: bool = False
 
-    def __call__(self, event: Any) -> None:   # engine.pull.PullEvent
-        if not self.quiet:
-            self.post(self._show, event)
-
-    def _show(self, event: Any) -> None:
+    def __call__(self, event: Any) -> None:   # engine.pull.PullEvent, from any thread
+        if self.quiet:
+            return
         from compose.progress import DONE, WORKING
 
         finished = event.status in ("Pull complete", "Already exists")

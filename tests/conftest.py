@@ -30,7 +30,7 @@ def _mounted_under(path: Path) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _own_run_dirs(request: pytest.FixtureRequest) -> Iterator[None]:
+def _own_run_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test's engine root lives in its tmp_path; its per-root run directory in /run
     (locks, the resolver's records and log; unit tests' `up --dry-run` takes the project
     lock there too) goes with it once nothing is mounted there.
@@ -47,7 +47,7 @@ def _own_run_dirs(request: pytest.FixtureRequest) -> Iterator[None]:
     # Only those of this session's roots (all under its base temporary directory): a test
     # session running alongside (another engineer's) makes run directories of its own
     # meanwhile, and uses them.
-    ours = _run_dirs_of_roots_under(request.config._tmp_path_factory.getbasetemp())
+    ours = _run_dirs_of_roots_under(tmp_path_factory.getbasetemp())
     for name in new & ours:
         if not _mounted_under(RUN_BASE / name):
             shutil.rmtree(RUN_BASE / name, ignore_errors=True)

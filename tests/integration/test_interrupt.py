@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_kill_anywhere import Cli
+from tests.integration.test_kill_anywhere import LOOP, Cli
 from tests.support import busybox, leaks
 
 pytestmark = [
@@ -20,7 +20,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (containers)"),
 ]
 
-LOOP = 'trap "exit 0" TERM; while true; do sleep 0.1; done'
 # db never becomes healthy (its probe fails for a minute), so `up` waits for it.
 STACK = textwrap.dedent(f"""
     services:
