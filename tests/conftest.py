@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _mounted_under(path: Path) -> bool:
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4].startswith(f"{path}/") for line in f)
+
+
+# No single test takes near this long: one that does is hung (a blocked read, a lost
+# child). pytest's faulthandler_timeout (pyproject.toml, shorter) prints every thread's
+# stack; this ends the run then, rather than CI's wall-clock limit ending it silently.
+HUNG_AFTER = 660
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog() -> Iterator[None]:
+    signal.alarm(HUNG_AFTER)  # SIGALRM's default action ends the process
+    try:
+        yield
+    finally:
+        signal.alarm(0)
 
 
 @pytest.fixture(autouse=True)

@@ -48,6 +48,10 @@ def replay(record: Sequence[tuple[Any, ...]], shell: Mapping[str, str]) -> bool:
 def _file_digest(path: str) -> Any:
     """The digest of a regular file's bytes. Anything else (a FIFO, a terminal, a socket)
     is not read, as reading would block or take what the load is to read: "special"."""
+    # Not even opened unless regular: opening a FIFO's read end releases a writer waiting
+    # in open(), which then writes into a pipe nobody reads (and the load finds no writer).
+    if not stat.S_ISREG(REAL["stat"](path).st_mode):
+        return "special"
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with REAL["open"](fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

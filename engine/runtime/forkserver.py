@@ -206,7 +206,7 @@ class Client:
                 reply = ""
             if not reply:
                 # It died holding the request: whether a shim got forked, only the status
-                # pipe can tell (never start a second shim for the same container).
+                # socket can tell (never start a second shim for the same container).
                 self.broken = True
                 return True
         if reply.startswith("error "):

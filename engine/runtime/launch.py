@@ -159,34 +159,33 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     if current.get("status") in st.ACTIVE and st.alive(current.get("shim_pid"),
                                                        current.get("shim_start")):
         raise Conflict(f"container {current.get('id', '')[:12]} is already running")
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        server = _forkserver
-        if server is None or not server.spawn(path, w):
-            proc = subprocess.Popen(
-                # shim.py's path rides along in argv so `ps` (and leak checks) can tell shims
-                [sys.executable, "-I", "-S", "-c", SHIM_MAIN, str(SHIM), path, str(w)],
-                pass_fds=(w,),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-            proc.wait()  # the first process forks the shim and exits at once
-    except OSError as e:
-        os.close(r)
-        raise StartError(f"container shim failed to start: {e}") from None
-    finally:
-        os.close(w)
-    with os.fdopen(r, "rb") as f:
-        ready, _, _ = select.select([f], [], [], timeout)
-        if ready:
-            raw = f.readline()
-    if not ready:  # a shim that hangs must not hang the command with it
-        # The pipe is closed now: a shim that reports from here on gives up and stops
-        # what it started. One that reported just before is running: stop it too, since
-        # the start fails.
-        with contextlib.suppress(Error, OSError):
-            if state(path).running:
-                stop(path, 0)
-        raise StartError(f"container shim did not report within {timeout:g}s")
+    # A socket pair rather than a pipe: the shim waits for our acknowledgement before it
+    # goes on, so whether the start happened is decided here alone (a report we did not
+    # read in time, or never acknowledged, makes the shim stop what it started).
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours:
+        w = theirs.fileno()
+        try:
+            server = _forkserver
+            if server is None or not server.spawn(path, w):
+                proc = subprocess.Popen(
+                    # shim.py's path rides along in argv so `ps` (and leak checks) can
+                    # tell shims
+                    [sys.executable, "-I", "-S", "-c", SHIM_MAIN, str(SHIM), path, str(w)],
+                    pass_fds=(w,),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                proc.wait()  # the first process forks the shim and exits at once
+        except OSError as e:
+            raise StartError(f"container shim failed to start: {e}") from None
+        finally:
+            theirs.close()
+        raw = _read_report(ours, timeout)
+        if raw is None:  # a shim that hangs must not hang the command with it
+            raise StartError(f"container shim did not report within {timeout:g}s")
+        if raw.endswith(b"\n"):
+            with contextlib.suppress(OSError):
+                ours.send(b"k", socket.MSG_NOSIGNAL)
     if not raw:
         log = _tail(os.path.join(path, "shim.log"))
         raise StartError(f"container shim failed to start{': ' + log if log else ''}")
@@ -194,6 +193,24 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     if reply.get("error"):  # type: ignore[union-attr]
         raise StartError(reply["error"])  # type: ignore[index]
     return state(path)
+
+
+def _read_report(sock: socket.socket, timeout: float) -> bytes | None:
+    """The shim's one-line report (shorter if it died first); None if none came in time."""
+    deadline = time.monotonic() + timeout
+    raw = b""
+    while not raw.endswith(b"\n"):
+        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return None
+        try:
+            chunk = sock.recv(4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        raw += chunk
+    return raw
 
 
 _forkserver = None   # forkserver.Client while a `forkserver()` scope is open

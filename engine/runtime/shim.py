@@ -428,9 +428,10 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
         if pending is not None:  # its process must not outlive the failed start
             _kill_and_reap(pending[0])
-    if not error and not _report(status_fd, {"pid": shim.pid}):
-        # The engine stopped waiting (its start timed out and said the start failed): the
-        # container must not run behind its back. (_report closed the fd.)
+    if not error and not _report(status_fd, {"pid": shim.pid}, acknowledged=True):
+        # The engine stopped waiting (its start timed out and said the start failed), or
+        # went away before it took the report: the container must not run behind its
+        # back. (_report closed the fd.)
         shim.cgroup.kill()
         _kill_and_reap(shim.pid)
         error, status_fd = "the engine stopped waiting for the start", -1
@@ -454,13 +455,14 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         _exit_hook()
 
 
-def _report(status_fd: int, doc: dict) -> bool:
+def _report(status_fd: int, doc: dict, acknowledged: bool = False) -> bool:
     """Tells the engine's `start` how the start went; False when it is no longer there to
-    hear it (it closed the pipe when its wait timed out)."""
+    hear it (it closed its end when its wait timed out), or, if the report must be
+    `acknowledged`, when it closed its end without acknowledging."""
     try:
         os.write(status_fd, (st.dumps(doc) + "\n").encode())
-        return True
-    except BrokenPipeError:
+        return not acknowledged or os.read(status_fd, 1) == b"k"
+    except OSError:  # EPIPE, or ECONNRESET: closed with the report unread
         return False
     finally:
         os.close(status_fd)
