@@ -248,6 +248,11 @@ class _Walker:
             said = getattr(self, f"_{node.kind}_{node.action}")(node)
             finished = said or finished
         except (Error, OSError) as error:
+            if self.stopping.is_set() and isinstance(error, Error):
+                # Given up because of Ctrl-C (a wait, a pull): not a failure to report.
+                self.status[node.id] = "interrupted"
+                self.progress.event(kind, shown, "Interrupted", ERROR)
+                return
             # An OSError (a secret file that cannot be written, a full disk) fails this
             # step with its message, as an engine error does; unrelated steps go on.
             self.status[node.id] = "failed"

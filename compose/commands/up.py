@@ -207,12 +207,14 @@ def _attached(engine: Engine, project: Project, chosen: frozenset[str],
 def _stop_all(engine: Engine, project: Project, args: argparse.Namespace,
               ctx: Context) -> None:
     from compose import execute, reconcile
+    from compose.cli import parallel_limit
     from compose.observe import observe
     from compose.progress import for_flags
 
     plan = reconcile.stop(project, observe(engine, project.name))
     progress = for_flags(args, ctx.stderr)
-    execute.run(engine, project, plan, progress, execute.Settings(timeout=args.timeout))
+    execute.run(engine, project, plan, progress,
+                execute.Settings(timeout=args.timeout, parallel=parallel_limit(args, ctx)))
     progress.close()
 
 

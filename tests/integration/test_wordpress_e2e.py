@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.layout import Layout
 from tests.support import leaks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +79,9 @@ def env() -> Iterator[dict[str, str]]:
     for compose in (LOCAL, LINKS):
         subprocess.run([str(SHIPYARD), "-f", str(compose), "down", "-v", "-t", "1"],
                        env=environ, capture_output=True, timeout=300)
+    # The root's run directory (locks, resolver records) outlives `down`, as /run/docker
+    # outlives a stack; a temporary root takes it along.
+    shutil.rmtree(Layout.at(root).run, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
     leaked = leaks.diff(before, leaks.snapshot())
     # Only what this test's engine root made (other suites may run on the machine).
