@@ -110,6 +110,27 @@ class Dns:
         self._publishing = threading.Lock()
         self._local = threading.local()
         self._starting: subprocess.Popen | None = None  # our resolver, not yet heard from
+        self._deferring = 0      # open `removals_deferred` scopes (any thread)
+        self._deferred = False   # a change was left to the end of those scopes
+
+    @contextlib.contextmanager
+    def removals_deferred(self) -> Iterator[None]:
+        """Within this scope (any thread), the names of leaving containers reach the
+        resolver at its end, in one publish, instead of one publish each (`down`: the
+        resolver re-read its records 20 times while everything was leaving anyway).
+        What is added is still published at once."""
+        with self._guard:
+            self._deferring += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._deferring -= 1
+                due = self._deferring == 0 and self._deferred
+                if due:
+                    self._deferred = False
+            if due:
+                self.publish(wait=False)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -134,6 +155,9 @@ class Dns:
         containers waited ~20 ms for the resolver 20 times)."""
         with self._guard:
             self._changes += 1
+            if not wait and self._deferring:
+                self._deferred = True  # the scope's end publishes it
+                return
         if getattr(self._local, "depth", 0):
             self._local.dirty = True
             self._local.wait = getattr(self._local, "wait", False) or wait

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import socket
+import time
 from ipaddress import IPv4Address, IPv4Network
 
 from engine import netns
@@ -59,6 +60,20 @@ def delete_link(ifname: str) -> None:
             rt.delete_link(ifname)
     except OSError as exc:
         raise netlink_error(exc, f"deleting {ifname}") from None
+
+
+def await_gone(ifname: str, timeout: float = 1.0) -> None:
+    """Waits for the kernel to take a host veth whose peer's namespace was just released
+    (it unregisters the devices of dying namespaces in one batch, ~5 ms; deleting a veth
+    by hand waits ~20 ms for RCU, and 20 of them queue on the RTNL lock). Deletes it after
+    `timeout` seconds: something else keeps that namespace alive."""
+    sysfs = f"/sys/class/net/{ifname}"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(sysfs):
+        if time.monotonic() > deadline:
+            delete_link(ifname)
+            return
+        time.sleep(0.002)
 
 
 def netlink_error(exc: Exception, what: str) -> Error:

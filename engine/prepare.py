@@ -65,12 +65,9 @@ def holds_anything(engine: Engine, container: Container) -> bool:
     marker) a namespace file or a mounted rootfs."""
     from engine import netns, snapshots
 
-    rootfs = snapshots.rootfs_path(container.directory)
-    # A missing rootfs directory cannot be a mount point: no need to scan the mount table
-    # (the common case: a container's first start).
     return ((container.directory / MARKER).exists()
             or netns.path_of(engine.layout, container.id[:32]).exists()
-            or (rootfs.exists() and snapshots.is_mounted(rootfs)))
+            or snapshots.rootfs_mounted(container.directory))
 
 
 def release(engine: Engine, container: Container) -> None:
@@ -185,11 +182,13 @@ def leave_networks(engine: Engine, container: Container) -> None:
     if mode in ("host", "none") or mode.startswith("container:"):
         return
     path = netns.path_of(engine.layout, container.id[:32])
-    with engine.networks.dns.batch():
-        engine.networks.disconnect_all(container.id)
-    # Not only when a live namespace is there: what a killed create or delete left (a plain
-    # file, or the emptied directory mount) goes too, or nothing would ever take it.
+    # The namespace first: the kernel then unregisters its veths in a batch with those of
+    # other namespaces going away. Not only when a live namespace is there: what a killed
+    # create or delete left (a plain file, or the emptied directory mount) goes too, or
+    # nothing would ever take it.
     netns.delete(path, engine.layout)
+    with engine.networks.dns.batch():
+        engine.networks.disconnect_all(container.id, namespace_released=True)
 
 
 # ---- 3b. published ports ---------------------------------------------------------------------

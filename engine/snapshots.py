@@ -149,6 +149,16 @@ def is_mounted(path: Path) -> bool:
     return mountinfo.find(os.path.realpath(path)) is not None
 
 
+def rootfs_mounted(container_dir: Path) -> bool:
+    """Whether the container's rootfs overlay is mounted, without reading the mount table
+    (~0.3 ms with 20 containers up, twice per container in `down`): an overlay mount has
+    a device of its own, and nothing else is ever mounted there."""
+    try:
+        return os.stat(rootfs_path(container_dir)).st_dev != os.stat(container_dir).st_dev
+    except FileNotFoundError:
+        return False
+
+
 def _mount_overlay(spec: Mount, layer_dirs: Sequence[Path], target: Path) -> None:
     if spec.fits:
         _call(_mount, "overlay", str(target), "overlay", 0, spec.data)

@@ -57,8 +57,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if not plan.empty:
             from compose.cli import parallel_limit
 
-            outcome = execute.run(engine, project, plan, progress, execute.Settings(
-                timeout=args.timeout, parallel=parallel_limit(args, ctx)))
+            # Everything leaves: the resolver hears of the leaving names once, at the end.
+            with engine.networks.dns.removals_deferred():
+                outcome = execute.run(engine, project, plan, progress, execute.Settings(
+                    timeout=args.timeout, parallel=parallel_limit(args, ctx)))
             progress.close()
             if not outcome.ok:
                 raise Error(execute.report(outcome, plan))

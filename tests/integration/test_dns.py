@@ -270,3 +270,22 @@ def test_a_removal_right_after_another_commands_create_waits_for_the_resolver(en
     starting.stdout.close()
     starting.wait(5)
     # (the fixture's leak check finds any resolver process still running)
+
+
+def test_leaving_names_deferred_reach_the_resolver_at_the_end_of_the_scope(env) -> None:
+    net = env.nets.create_network("front")
+    a, b = env.ns("a"), env.ns("b")
+    env.nets.connect("front", C1, a, container_name="app-web-1")
+    eb = env.nets.connect("front", C2, b, container_name="app-db-1", aliases=["db"])
+    gw = str(net.gateway)
+    records = env.dns.dir / "records.json"
+    assert query(a, gw, "db") == (wire.NOERROR, [str(eb.ipv4)])
+    with env.dns.removals_deferred():
+        env.nets.disconnect_all(C2)
+        assert "app-db-1" in records.read_text()  # not published yet: `down` goes on
+        assert query(a, gw, "db") == (wire.NOERROR, [str(eb.ipv4)])
+    assert "app-db-1" not in records.read_text()
+    start = time.monotonic()
+    while query(a, gw, "db")[1] and time.monotonic() - start < 1.0:
+        time.sleep(0.05)
+    assert query(a, gw, "db") == (wire.NXDOMAIN, [])

@@ -172,6 +172,8 @@ def test_many_layers_overflowing_one_page_still_mount(tmp_path: Path) -> None:
     try:
         assert len(os.listdir(rootfs)) == 61
         assert (rootfs / "same").read_text() == "59"  # the top layer wins
+        assert snapshots.rootfs_mounted(container) and snapshots.is_mounted(rootfs)
     finally:
         snapshots.unmount_rootfs(container)
     assert not snapshots.is_mounted(rootfs)
+    assert not snapshots.rootfs_mounted(container)

@@ -265,6 +265,26 @@ def test_endpoint_of_a_vanished_namespace_is_cleaned(env) -> None:
     assert ep.host_ifname not in links()
 
 
+def test_leaving_with_the_namespace_released_awaits_or_deletes_the_veth(env) -> None:
+    # The release order of a container: its namespace first, then its endpoints, whose
+    # veths the kernel takes with the namespace. One whose namespace something else keeps
+    # alive (an open handle here) is deleted after the wait.
+    env.nets.create_network("front")
+    free = env.nets.connect("front", C1, netns.create(env.layout, "free"))
+    held_path = netns.create(env.layout, "held")
+    held = env.nets.connect("front", C2, held_path)
+    handle = os.open(held_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for container_id, name in ((C1, "free"), (C2, "held")):
+            netns.delete(netns.path_of(env.layout, name), env.layout)
+            env.nets.disconnect_all(container_id, namespace_released=True)
+        assert free.host_ifname not in links() and held.host_ifname not in links()
+        assert env.nets.endpoints() == []
+    finally:
+        os.close(handle)
+    env.nets.remove_network("front")
+
+
 def test_inspect_list_and_prune(env) -> None:
     env.nets.create_network("front", labels={"app": "x"})
     env.nets.create_network("back", labels={"app": "y"}, internal=True)
