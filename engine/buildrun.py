@@ -161,7 +161,7 @@ class Sandbox:
         self._network = container
         # prepare's steps 3 and 4 (network, /etc files), as a container start does them.
         path, ips, gateway = prepare.join_networks(self.engine, container)
-        etc = prepare.etc_files(container, ips, gateway)
+        etc = prepare.etc_files(container, ips, gateway, self.dir)
         return path, etc
 
     def _stop(self) -> None:

@@ -175,8 +175,10 @@ class Dns:
     def remove_network(self, network_id: str) -> None:
         with self.store.tx() as conn:
             conn.execute("DELETE FROM dns_endpoints WHERE network_id = ?", (network_id,))
-            conn.execute("DELETE FROM dns_networks WHERE network_id = ?", (network_id,))
-        self._changed()
+            gone = conn.execute("DELETE FROM dns_networks WHERE network_id = ?",
+                                (network_id,)).rowcount
+        if gone:  # (a second removal, after `Networks.shut`, changes nothing)
+            self._changed()
 
     def register(self, network_id: str, container_id: str, names: Iterable[str], ipv4: str,
                  *, links: Mapping[str, str] | None = None, upstreams: Sequence[str] = ()) -> None:

@@ -43,20 +43,25 @@ def with_image_volumes(mounts: Sequence[MountRequest],
     return (*mounts, *extra)
 
 
+# Made first by `bundle`, gone last with `release`: a bundle (or part of one) may exist.
+# In the start's run directory (tmpfs: a reboot takes it along with what it stands for);
+# engines before that made it in the container's directory.
 MARKER = "prepared"
 
 
 def bundle(engine: Engine, container: Container) -> None:
     from engine import snapshots
 
-    (container.directory / MARKER).touch()
+    run = run_files(engine, container)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / MARKER).touch()
     image_config = engine.images.config(container.image_id)
     layers = engine.images.layer_dirs(container.image_id)
     rootfs = snapshots.mount_rootfs(container.directory, layers)
     mounts = _mounts(engine, container, rootfs)
     network_path, ips, gateway = join_networks(engine, container)
     _ports(engine, container, ips)
-    etc = etc_files(container, ips, gateway)
+    etc = etc_files(container, ips, gateway, run)
     _write_spec(container, image_config, rootfs, mounts, network_path, etc)
 
 
@@ -65,7 +70,8 @@ def holds_anything(engine: Engine, container: Container) -> bool:
     marker) a namespace file or a mounted rootfs."""
     from engine import netns, snapshots
 
-    return ((container.directory / MARKER).exists()
+    return ((run_files(engine, container) / MARKER).exists()
+            or (container.directory / MARKER).exists()
             or netns.path_of(engine.layout, container.id[:32]).exists()
             or snapshots.rootfs_mounted(container.directory))
 
@@ -82,6 +88,18 @@ def release(engine: Engine, container: Container) -> None:
             engine.volumes.unmount_if_unused(volume, exclude=container.name)
     snapshots.unmount_rootfs(container.directory)
     (container.directory / MARKER).unlink(missing_ok=True)
+    _remove_run_files(run_files(engine, container))
+
+
+def _remove_run_files(run: Path) -> None:
+    """The start's run directory (plain files), its marker last."""
+    try:
+        names = os.listdir(run)
+    except FileNotFoundError:
+        return
+    for name in sorted(names, key=lambda name: name == MARKER):
+        (run / name).unlink(missing_ok=True)
+    run.rmdir()
 
 
 # ---- 2. volumes ------------------------------------------------------------------------------
@@ -209,9 +227,16 @@ def _release_ports(engine: Engine, container: Container) -> None:
 
 # ---- 4. /etc files ---------------------------------------------------------------------------
 
-def etc_files(container: Container, ips: list[str], gateway: str | None) -> dict[str, str]:
-    """Writes the container's hosts, hostname and resolv.conf into its directory; returns
-    their paths by name (bind-mounted over /etc/...)."""
+def run_files(engine: Engine, container: Container) -> Path:
+    """Where a start's files that need not outlive it go: the root's run directory, on
+    tmpfs (making a small file on this disk costs ~0.6 ms of CPU, on tmpfs ~0.08)."""
+    return engine.layout.run / "containers" / container.id
+
+
+def etc_files(container: Container, ips: list[str], gateway: str | None,
+              into: Path) -> dict[str, str]:
+    """Writes the container's hosts, hostname and resolv.conf into `into`; returns their
+    paths by name (bind-mounted over /etc/...)."""
     from engine import dns
 
     request = container.request
@@ -224,9 +249,10 @@ def etc_files(container: Container, ips: list[str], gateway: str | None) -> dict
         "resolv.conf": dns.resolv_conf(gateway, request.dns, request.dns_search,
                                        request.dns_options),
     }
+    into.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, text in files.items():
-        path = container.directory / name
+        path = into / name
         path.write_text(text)
         paths[name] = str(path)
     return paths

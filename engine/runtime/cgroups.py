@@ -54,10 +54,11 @@ _remembered: dict[str, str] | None = None
 
 def remember_hierarchies() -> None:
     """Reads the mount table once for every later `Cgroup` of this process and its children
-    (the fork server does, for the shims it forks: hosts do not remount cgroups under a
-    running command)."""
+    (the fork server does, for the shims it forks, and a command, for the containers it
+    handles: hosts do not remount cgroups under a running command). Idempotent."""
     global _remembered
-    _remembered = hierarchies()
+    if _remembered is None:
+        _remembered = hierarchies()
 
 
 def _write(path: str, value: str) -> None:

@@ -156,8 +156,12 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     StartError with init's message (e.g. `exec "/nope": no such file in the image`)."""
     path = _dir(container_dir)
     current = st.read(path) or {}
-    if current.get("status") in st.ACTIVE and st.alive(current.get("shim_pid"),
-                                                       current.get("shim_start")):
+    shim = current.get("shim_pid"), current.get("shim_start")
+    if current.get("status") == "created" and current.get("error") and st.alive(*shim):
+        # The shim of a start that failed, on its way out (it wrote why, then removes its
+        # cgroup and exits): a start right after that one waits for it.
+        _wait_shim_gone(current, timeout=5.0)
+    if current.get("status") in st.ACTIVE and st.alive(*shim):
         raise Conflict(f"container {current.get('id', '')[:12]} is already running")
     # A socket pair rather than a pipe: the shim waits for our acknowledgement before it
     # goes on, so whether the start happened is decided here alone (a report we did not
@@ -263,7 +267,12 @@ def state(container_dir: str | os.PathLike[str]) -> State:
     path = os.fspath(container_dir)
     if not os.path.isdir(path):
         raise NotFound(f"no container at {path}")
-    d = st.read(path) or {"status": "created"}
+    return _interpret(st.read(path))
+
+
+def _interpret(recorded: dict | None) -> State:
+    """The State a recorded state.json document stands for (see `state`)."""
+    d = recorded or {"status": "created"}
     if d.get("status") in ("running", "paused", "restarting") and not st.alive(
             d.get("shim_pid"), d.get("shim_start")):
         d = dict(d, status="dead")
@@ -271,6 +280,8 @@ def state(container_dir: str | os.PathLike[str]) -> State:
 
 
 def _cgroup(path: str) -> cgroups.Cgroup:
+    # The mount table is long with containers up (~0.5 ms to read): once per command.
+    cgroups.remember_hierarchies()
     spec = st.read_json(os.path.join(path, "config.json")) or {}
     return cgroups.Cgroup(spec["linux"]["cgroupsPath"])
 
@@ -327,9 +338,19 @@ def _request(path: str, request: dict, timeout: float | None = None) -> dict:
 
 def _wait_shim_gone(d: dict, timeout: float = 10.0) -> None:
     pid, started = d.get("shim_pid"), d.get("shim_start")
-    deadline = time.monotonic() + timeout
-    while st.alive(pid, started) and time.monotonic() < deadline:
-        time.sleep(0.002)
+    if not pid:
+        return
+    try:
+        # A pidfd, checked to still be that shim once open (not a reused pid), becomes
+        # readable when it exits: no polling.
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already
+    try:
+        if st.alive(pid, started):
+            select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
 
 
 def stop(container_dir: str | os.PathLike[str], timeout: float | None = None) -> State:
@@ -337,14 +358,15 @@ def stop(container_dir: str | os.PathLike[str], timeout: float | None = None) ->
     The restart policy does not apply. Returns the final state."""
     path = _dir(container_dir)
     before = st.read(path) or {}
-    if state(path).running:
+    now = _interpret(before)
+    if now.running:
         request: dict = {"op": "stop"}
         if timeout is not None:
             request["timeout"] = timeout
         with contextlib.suppress(Conflict):
             _request(path, request)
         _wait_shim_gone(before)
-    elif state(path).status == "dead":
+    elif now.status == "dead":
         _kill_leftovers(path)
     return state(path)
 

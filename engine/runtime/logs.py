@@ -12,8 +12,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.runtime import state as st
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +43,29 @@ def _parse(line: bytes) -> LogEntry | None:
     return LogEntry(d.get("stream", "stdout"), d.get("time", ""), d.get("log", ""))
 
 
-def _last_lines(f: object, count: int) -> list[bytes]:
-    """The last `count` complete lines, reading backwards in blocks."""
-    f.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
-    end = f.tell()  # type: ignore[attr-defined]
-    data = b""
-    pos = end
-    while pos > 0 and data.count(b"\n") <= count:
-        step = min(65536, pos)
-        pos -= step
-        f.seek(pos)  # type: ignore[attr-defined]
-        data = f.read(step) + data  # type: ignore[attr-defined]
-    lines = data.splitlines()
-    return lines[-count:] if count else []
+def _head(f: BinaryIO, tail: int | None) -> tuple[list[bytes], bytes]:
+    """What the file holds now: its complete lines (the last `tail` of them; None: all,
+    read forwards) and the part of a line being written after them. Leaves `f` at the end
+    of what it read, so that a follower goes on from there: nothing appended meanwhile is
+    skipped."""
+    end = os.fstat(f.fileno()).st_size
+    if tail is None:
+        data = f.read(end)
+    else:
+        # Backwards in blocks, until the block holds more than `tail` line ends (its first
+        # line may be cut at the block's start).
+        data = b""
+        pos = end
+        while pos > 0 and data.count(b"\n") <= tail:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+        f.seek(end)
+    *complete, partial = data.split(b"\n")
+    if tail is not None:
+        complete = complete[-tail:] if tail else []
+    return complete, partial
 
 
 def normalize_time(ts: str | None) -> str | None:
@@ -76,7 +90,7 @@ def read(container_dir: str | os.PathLike[str], tail: int | None = None,
          streams: tuple[str, ...] = ("stdout", "stderr")) -> list[LogEntry]:
     try:
         with open(log_path(container_dir), "rb") as f:
-            raw = _last_lines(f, tail) if tail is not None else f.read().splitlines()
+            raw, _ = _head(f, tail)
     except FileNotFoundError:
         return []
     entries = (_parse(line) for line in raw)
@@ -100,13 +114,11 @@ def follow(container_dir: str | os.PathLike[str], tail: int | None = None,
             return
         time.sleep(poll)
     with open(file, "rb") as f:
-        lines = _last_lines(f, tail) if tail is not None else f.read().splitlines()
-        f.seek(0, os.SEEK_END)
+        lines, pending = _head(f, tail)
         for line in lines:
             entry = _parse(line)
             if entry is not None and _keep(entry, since, None, streams):
                 yield entry
-        pending = b""
         while True:
             alive = running()
             chunk = f.read()

@@ -194,10 +194,29 @@ def test_logs_read_tail_since(tmp_path: Path) -> None:
                        "time": f"2024-01-01T00:00:0{i}.000000000Z"}) for i in range(6)]
     (tmp_path / "c1-json.log").write_text("\n".join(lines) + "\n" + '{"log": "torn')
     assert [e.text for e in logs.read(tmp_path)] == [f"line {i}\n" for i in range(6)]
-    assert [e.text for e in logs.read(tmp_path, tail=2)] == ["line 5\n"]  # torn line dropped
-    assert [e.text for e in logs.read(tmp_path, tail=3)] == ["line 4\n", "line 5\n"]
+    # the torn line (being written) is not a line yet: the tail counts complete ones
+    assert [e.text for e in logs.read(tmp_path, tail=2)] == ["line 4\n", "line 5\n"]
+    assert [e.text for e in logs.read(tmp_path, tail=1)] == ["line 5\n"]
+    assert [e.text for e in logs.read(tmp_path, tail=0)] == []
     assert [e.text for e in logs.read(tmp_path, since="2024-01-01T00:00:04Z")] == [
         "line 4\n", "line 5\n"]
     assert [e.stream for e in logs.read(tmp_path, streams=("stderr",))] == ["stderr"] * 3
     follow = list(logs.follow(tmp_path, tail=1, running=lambda: False))
-    assert follow == []  # the last line is torn: nothing complete to show
+    assert [e.text for e in follow] == ["line 5\n"]  # and not the torn one
+
+
+def test_logs_follow_joins_a_line_torn_when_it_began(tmp_path: Path) -> None:
+    # The line being written when `follow` opened the file is finished afterwards: it is
+    # one entry (the follower goes on from the exact end of what it read first).
+    (tmp_path / "shim.json").write_text('{"id": "c1"}')
+    log = tmp_path / "c1-json.log"
+    whole = st.dumps({"log": "second\n", "stream": "stdout", "time": "t"})
+    log.write_text(st.dumps({"log": "first\n", "stream": "stdout", "time": "t"}) + "\n"
+                   + whole[:10])
+    ended = []
+    entries = logs.follow(tmp_path, running=lambda: not ended, poll=0.01)
+    assert next(entries).text == "first\n"
+    with log.open("a") as f:
+        f.write(whole[10:] + "\n")
+    ended.append(True)
+    assert [e.text for e in entries] == ["second\n"]
