@@ -201,6 +201,8 @@ class Containers:
             self.get(container.id)
             container.directory.mkdir(parents=True, exist_ok=True)
         with self._locked(container):
+            if not container.directory.is_dir():  # removed while we waited for the lock
+                raise NotFound(f"no such container: {container.name}")
             if self.state(container).running:
                 return container
             # Leftovers of an earlier run, or of a start killed half-way (a namespace, leases,
@@ -301,18 +303,22 @@ class Containers:
         from engine.runtime import launch
 
         container = ref if isinstance(ref, Container) else self.get(ref)
-        current = self.state(container)
-        if current.running:
-            if not force:
-                raise Conflict(f"container {container.name} is {current.status}: "
-                               "stop it first or use -f")
-            self.stop(container, timeout=0)
-        self.release(container)
-        launch.delete(str(container.directory))
-        with self.store.tx() as conn:
-            conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
-            self.engine.images.release(container.id)
-        shutil.rmtree(container.directory, ignore_errors=True)
+        # Under the container's lock, as a start prepares under it: a start in another
+        # process waits, then finds the directory gone (and does not run a removed
+        # container); the shim's exit hook leaves the release to us.
+        with self._locked(container):
+            current = self.state(container)
+            if current.running:
+                if not force:
+                    raise Conflict(f"container {container.name} is {current.status}: "
+                                   "stop it first or use -f")
+                self.stop(container, timeout=0)
+            self.release(container)
+            launch.delete(str(container.directory))
+            with self.store.tx() as conn:
+                conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
+                self.engine.images.release(container.id)
+            shutil.rmtree(container.directory, ignore_errors=True)
         if volumes:
             for mount, volume in zip(container.request.mounts, container.volumes, strict=True):
                 if volume and not mount.source and not self.using_volume(volume):

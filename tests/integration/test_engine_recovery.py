@@ -314,3 +314,36 @@ def test_stop_after_a_stop_killed_in_the_namespace_deletion(root: Root, step: st
     root.engine.containers.stop("web", timeout=0)
     assert not netns.path_of(root.engine.layout, web.id[:32]).exists()
     assert mountinfo.find(root.engine.layout.netns) is None
+
+
+# ---- 8. a start and a removal at once (two commands) ----------------------------------------
+
+def test_a_start_that_waited_for_a_removal_does_not_run_the_removed_container(
+        root: Root) -> None:
+    import threading
+
+    from engine.errors import NotFound
+
+    root.cli("container", "create", "--name", "web", "busybox", "sleep", "60")
+    other = Engine(root.path)  # another command's engine: locks are per object
+    web = root.engine.containers.get("web")
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            other.containers.start("web")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    with root.engine.containers._locked(web):  # the removal holds the lock from here
+        starter = threading.Thread(target=start)
+        starter.start()
+        starter.join(0.5)
+        assert starter.is_alive(), "the start did not wait for the container's lock"
+        root.engine.containers.remove(web, force=True)
+    starter.join(10)
+    assert isinstance(outcome[0], NotFound), outcome
+    assert "web" not in root.cli("container", "ls", "-a")
+    assert not web.directory.exists()
+    assert not netns.path_of(root.engine.layout, web.id[:32]).exists()
