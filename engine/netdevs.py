@@ -62,18 +62,19 @@ def delete_link(ifname: str) -> None:
         raise netlink_error(exc, f"deleting {ifname}") from None
 
 
-def await_gone(ifname: str, timeout: float = 1.0) -> None:
+def await_gone(ifname: str, timeout: float = 1.0) -> bool:
     """Waits for the kernel to take a host veth whose peer's namespace was just released
     (it unregisters the devices of dying namespaces in one batch, ~5 ms; deleting a veth
     by hand waits ~20 ms for RCU, and 20 of them queue on the RTNL lock). Deletes it after
-    `timeout` seconds: something else keeps that namespace alive."""
+    `timeout` seconds: something else keeps that namespace alive. False in that case."""
     sysfs = f"/sys/class/net/{ifname}"
     deadline = time.monotonic() + timeout
     while os.path.exists(sysfs):
         if time.monotonic() > deadline:
             delete_link(ifname)
-            return
+            return False
         time.sleep(0.002)
+    return True
 
 
 def netlink_error(exc: Exception, what: str) -> Error:

@@ -476,8 +476,10 @@ class Networks:
             host_if = rows[0]["host_ifname"] if rows else veth_name(network_id, container_id)
             # No re-routing: every endpoint of the namespace goes, and routes die with links.
             # Nor waiting for the resolver to drop the names: the container is going away.
-            self._unplug(network_id, container_id, host_if, None, wait=False,
-                         dying=namespace_released)
+            # Once one veth outlived the wait, something keeps the namespace alive: the
+            # others are deleted at once, not awaited a second each.
+            namespace_released = self._unplug(network_id, container_id, host_if, None,
+                                              wait=False, dying=namespace_released)
 
     def _drop_leftovers(self, net: Network, container_id: str, path: str) -> None:
         """Before a connect: what an earlier connect of this container to `net` left. A live
@@ -501,13 +503,14 @@ class Networks:
             self._unplug(net.id, container_id, host_if, None)
 
     def _unplug(self, network_id: str, container_id: str, host_if: str,
-                reroute: str | None, *, wait: bool = True, dying: bool = False) -> None:
+                reroute: str | None, *, wait: bool = True, dying: bool = False) -> bool:
         """Veth, then names, endpoint row and lease in one transaction (each step
         idempotent); then the default route of the namespace at `reroute`, when it lives on.
         `wait`: for the resolver to drop the names (`Dns.unregister`). `dying`: the veth's
-        namespace was released, the kernel is taking the veth."""
+        namespace was released, the kernel is taking the veth. Returns whether the kernel
+        did (False when not `dying`)."""
         if dying:
-            netdevs.await_gone(host_if)
+            dying = netdevs.await_gone(host_if)
         else:
             netdevs.delete_link(host_if)  # takes the peer inside the namespace with it
         with self.dns.batch(), self.store.tx() as conn:
@@ -517,6 +520,7 @@ class Networks:
             self.ipam.release(network_id, container_id)
         if reroute is not None and netns.exists(reroute):
             self._route(reroute)
+        return dying
 
     def _route(self, path: str, inside: Rtnl | None = None) -> None:
         """Points the namespace's default route at its best non-internal network (through

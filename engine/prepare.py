@@ -67,13 +67,27 @@ def bundle(engine: Engine, container: Container) -> None:
 
 def holds_anything(engine: Engine, container: Container) -> bool:
     """Whether a bundle (or part of one) may exist: the marker, or (from engines before the
-    marker) a namespace file or a mounted rootfs."""
+    marker in the run directory) a marker in the container's directory, a namespace file or
+    a mounted rootfs; or the host went down with the container running (see
+    `_ran_when_the_host_went_down`)."""
     from engine import netns, snapshots
 
     return ((run_files(engine, container) / MARKER).exists()
             or (container.directory / MARKER).exists()
             or netns.path_of(engine.layout, container.id[:32]).exists()
-            or snapshots.rootfs_mounted(container.directory))
+            or snapshots.rootfs_mounted(container.directory)
+            or _ran_when_the_host_went_down(container))
+
+
+def _ran_when_the_host_went_down(container: Container) -> bool:
+    """A reboot takes the marker (tmpfs), the namespace and the mounts, but not the records
+    in the store (leases, endpoints, names, port bindings): the runtime's last recorded
+    status, on disk, still says the container ran. (A live shim never gets here: its
+    container is not released.)"""
+    from engine.runtime import state as st
+
+    recorded = st.read(str(container.directory)) or {}
+    return recorded.get("status") in ("running", "paused", "restarting")
 
 
 def release(engine: Engine, container: Container) -> None:
