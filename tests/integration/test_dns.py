@@ -19,9 +19,9 @@ from engine import dnsserver as wire
 from engine import netns
 from engine.dns import Dns
 from engine.layout import Layout
-from engine.networks import Networks, bridge_name, veth_name
+from engine.networks import Networks
 from engine.store import Store
-from tests.integration.test_networks import ours
+from tests.integration.test_networks import our_links, ours, record_networks
 from tests.support import busybox, leaks
 
 C1, C2, C3, C4 = "1" * 64, "2" * 64, "3" * 64, "4" * 64
@@ -69,15 +69,7 @@ def env(tmp_path):
     dns = Dns(layout, store, upstreams=[upstream.address])
     nets = Networks(layout, store, dns=dns)
     made: list[Path] = []
-    created: list[str] = []  # network ids, for the links this test may leave
-    create_network = nets.create_network
-
-    def recording_create(*args, **kwargs):
-        net = create_network(*args, **kwargs)
-        created.append(net.id)
-        return net
-
-    nets.create_network = recording_create
+    created = record_networks(nets)
 
     def make_ns(name: str) -> Path:
         path = netns.create(layout, name)
@@ -94,12 +86,9 @@ def env(tmp_path):
     upstream.close()
     store.close()
     shutil.rmtree(layout.run, ignore_errors=True)
-    leaked = ours(leaks.diff(before, leaks.snapshot()), layout, tmp_path)
-    # Other sessions on this machine make sy* links too: only this test's names count.
-    links = {bridge_name(n) for n in created} | {veth_name(n, c) for n in created
-                                                  for c in (C1, C2, C3, C4)}
-    leaked["links"] = [name for name in leaked.get("links", []) if name in links]
-    assert {k: v for k, v in leaked.items() if v} == {}
+    leaked = ours(leaks.diff(before, leaks.snapshot()), layout, tmp_path,
+                  our_links(created, (C1, C2, C3, C4)))
+    assert leaked == {}
 
 
 def query(path: Path, server: str, name: str, qtype: int = wire.TYPE_A,

@@ -21,7 +21,7 @@ from engine.dns import Dns
 from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from engine.ipam import DEFAULT_POOLS, pick_subnet
 from engine.layout import Layout
-from engine.networks import Networks, host_networks
+from engine.networks import Networks, bridge_name, host_networks, veth_name
 from engine.store import Store
 from tests.support import busybox, leaks
 
@@ -34,6 +34,7 @@ def env(tmp_path):
     layout = Layout.at(tmp_path / "root").ensure()
     store = Store(layout.database)
     nets = Networks(layout, store, dns=Dns(layout, store, upstreams=[]))
+    created = record_networks(nets)
     made: list[Path] = []
 
     def make_ns(name: str) -> Path:
@@ -50,7 +51,30 @@ def env(tmp_path):
         netns.delete(path, layout)
     store.close()
     shutil.rmtree(layout.run, ignore_errors=True)
-    assert ours(leaks.diff(before, leaks.snapshot()), layout, tmp_path) == {}
+    leaked = ours(leaks.diff(before, leaks.snapshot()), layout, tmp_path,
+                  our_links(created, (C1, C2, C3)))
+    assert leaked == {}
+
+
+def record_networks(nets: Networks) -> list[str]:
+    """The ids of the networks `nets` creates from now on (appended as they are made)."""
+    created: list[str] = []
+    create_network = nets.create_network
+
+    def recording_create(*args, **kwargs):
+        net = create_network(*args, **kwargs)
+        created.append(net.id)
+        return net
+
+    nets.create_network = recording_create  # type: ignore[method-assign]
+    return created
+
+
+def our_links(networks: list[str], containers: tuple[str, ...]) -> set[str]:
+    """The link names those networks and containers can leave: bridges and host veths
+    (other sessions on this machine make sy* links too)."""
+    return {bridge_name(n) for n in networks} | {veth_name(n, c) for n in networks
+                                                 for c in containers}
 
 
 def _ancestors(pid: int) -> set[int]:
@@ -65,15 +89,15 @@ def _ancestors(pid: int) -> set[int]:
     return seen
 
 
-def ours(leaked: dict, layout: Layout, tmp_path: Path) -> dict:
+def ours(leaked: dict, layout: Layout, tmp_path: Path, links: set[str]) -> dict:
     """The leak diff limited to what this code can create, so that other sessions working on
-    the machine at the same time (their cgroups, mounts, processes) do not count: links named
-    sy*, mounts and processes under this test's paths, processes descending from this test.
-    This code makes no cgroups and no /run/netns entries."""
+    the machine at the same time (their cgroups, mounts, processes) do not count: the
+    `links` named, mounts and processes under this test's paths, processes descending from
+    this test. This code makes no cgroups and no /run/netns entries."""
     me = os.getpid()
     paths = (str(layout.run), str(tmp_path))
     keep = {
-        "links": [n for n in leaked.get("links", []) if n.startswith("sy")],
+        "links": [n for n in leaked.get("links", []) if n in links],
         "mounts": [m for m in leaked.get("mounts", []) if m.startswith(paths)],
         "processes": [p for p in leaked.get("processes", [])
                       if me in _ancestors(int(p.split()[0])) or any(x in p for x in paths)],
