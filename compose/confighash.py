@@ -10,10 +10,11 @@ the same ones: `build`, `pull_policy`, `scale`, `deploy.replicas`, `depends_on`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from engine import sha256
 
 if TYPE_CHECKING:
     from compose.model import Project
@@ -34,7 +35,7 @@ def service_hash(service: Mapping[str, Any]) -> str:
     """The config hash of one canonical service dict."""
     text = json.dumps(hashable_config(service), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False, default=_plain)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256.hexdigest(text)
 
 
 def project_hashes(project: Project) -> dict[str, str]:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from engine import nftables
+from engine import nftables, sha256
 from engine.errors import Unavailable, warn
 from engine.layout import Layout
 
@@ -38,7 +37,7 @@ BRIDGE_PREFIX = "sy-"
 class Egress:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        digest = hashlib.sha256(str(layout.root).encode()).hexdigest()[:10]
+        digest = sha256.hexdigest(str(layout.root))[:10]
         self.table = f"shipyard_{digest}"
         self._warned = False
 

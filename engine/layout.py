@@ -8,10 +8,11 @@ different roots (e.g. tests side by side) never share one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine import sha256
 
 DEFAULT_ROOT = "/var/lib/shipyard"
 RUN_BASE = "/run/shipyard"
@@ -30,7 +31,7 @@ class Layout:
     @property
     def run(self) -> Path:
         """Per-root runtime directory on tmpfs."""
-        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        digest = sha256.hexdigest(str(self.root))[:12]
         return Path(RUN_BASE) / digest
 
     @property

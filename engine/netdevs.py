@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import socket
 import time
 from ipaddress import IPv4Address, IPv4Network
 
-from engine import netns
+from engine import netns, sha256
 from engine.errors import Conflict, Error, Unavailable
 from engine.ipam import SubnetConfig
 from engine.rtnl import Rtnl
 
 
 def bridge_name(network_id: str) -> str:
-    return "sy-" + hashlib.sha256(network_id.encode()).hexdigest()[:12]
+    return "sy-" + sha256.hexdigest(network_id)[:12]
 
 
 def veth_name(network_id: str, container_id: str) -> str:
-    return "sy" + hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()[:13]
+    return "sy" + sha256.hexdigest(f"{network_id}/{container_id}")[:13]
 
 
 def mac_for(ip: IPv4Address) -> str:

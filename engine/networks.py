@@ -29,7 +29,6 @@ import builtins
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
 import secrets
@@ -42,7 +41,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from engine import netdevs, netns
+from engine import netdevs, netns, sha256
 from engine.dns import Dns
 from engine.egress import Egress
 from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
@@ -549,7 +548,7 @@ class Networks:
 
 
 def _endpoint_id(ep: Endpoint) -> str:
-    return hashlib.sha256(f"{ep.network_id}/{ep.container_id}".encode()).hexdigest()
+    return sha256.hexdigest(f"{ep.network_id}/{ep.container_id}")
 
 
 def _matches(net: Network, filters: Mapping[str, Sequence[str]]) -> bool:
