@@ -114,6 +114,7 @@ class ContainerConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     tty: bool = False
     stdin_open: bool = False
+    console_size: tuple[int, int] = (0, 0)  # (rows, columns) of the TTY at the start; 0: unset
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
@@ -408,6 +409,9 @@ def build_spec(config: ContainerConfig, image_config: Mapping, rootfs: str,
         "rlimits": _rlimits(config, limits),
         "noNewPrivileges": no_new_privs,
     }
+    if config.tty and all(config.console_size):
+        process["consoleSize"] = {"height": config.console_size[0],
+                                  "width": config.console_size[1]}
     if uid == 0:
         process["capabilities"]["inheritable"] = []
     linux: dict = {
@@ -481,6 +485,7 @@ def shim_options(config: ContainerConfig) -> dict:
         "restart": {"name": policy.name, "max_retries": policy.max_retries},
         "healthcheck": health,
         "tty": config.tty,
+        "console_size": list(config.console_size),
         "stdin_open": config.stdin_open,
         "init": config.init,
     }

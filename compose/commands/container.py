@@ -100,8 +100,12 @@ def _run(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
 def start_attached(ctx: Context, engine: Engine, container: Container, *, detach: bool,
                    remove: bool, detached_output: str) -> int:
     """Starts a just-created container (removing it if the start fails). Detached: prints
-    `detached_output`; otherwise streams its output until it exits, returns its exit code,
-    and with `remove` removes it and its anonymous volumes."""
+    `detached_output`; otherwise streams its output (and, with its stdin open, our input
+    into it) until it exits, returns its exit code, and with `remove` removes it and its
+    anonymous volumes."""
+    import contextlib
+
+    from compose.attach import stdin_forwarded
     from engine.runtime import launch
 
     try:
@@ -112,8 +116,11 @@ def start_attached(ctx: Context, engine: Engine, container: Container, *, detach
     if detach:
         print(detached_output, file=ctx.stdout)
         return 0
-    _print_logs(ctx, container, follow=True, tail=None, timestamps=False)
-    code = launch.wait(str(container.directory))
+    config = container.request.config
+    with stdin_forwarded(str(container.directory), config.tty) if config.stdin_open \
+            else contextlib.nullcontext():
+        _print_logs(ctx, container, follow=True, tail=None, timestamps=False)
+        code = launch.wait(str(container.directory))
     engine.containers.release(container)
     if remove:
         engine.containers.remove(container, volumes=True)

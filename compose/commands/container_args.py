@@ -275,6 +275,7 @@ def _networks(args: argparse.Namespace) -> tuple[str, tuple[Any, ...]]:
 
 def create_request(args: argparse.Namespace, environ: dict[str, str], cwd: str) -> Any:
     """The `CreateRequest` that Docker would build from these flags."""
+    from compose.attach import terminal_size
     from compose.loader.syntax import parse_extra_host
     from engine.requests import CreateRequest
     from engine.spec import ContainerConfig, Resources
@@ -294,6 +295,7 @@ def create_request(args: argparse.Namespace, environ: dict[str, str], cwd: str) 
         env=_environment(args, environ), working_dir=args.workdir, user=args.user,
         group_add=tuple(args.group_add), hostname=args.hostname, domainname=args.domainname,
         labels=_pairs(args.label, "--label"), tty=args.tty, stdin_open=args.interactive,
+        console_size=terminal_size() if args.tty else (0, 0),
         cap_add=tuple(args.cap_add), cap_drop=tuple(args.cap_drop), privileged=args.privileged,
         read_only=args.read_only, init=args.init, sysctls=_pairs(args.sysctl, "--sysctl"),
         ulimits=_ulimits(args.ulimit), resources=resources, security_opt=security,

@@ -5,7 +5,8 @@ the service's configuration with the command-line overrides. Unless `--no-deps`,
 service's dependencies are brought up first (as `up` would bring them up). The service's
 ports are published only with `--service-ports`, and its network aliases are given only with
 `--use-aliases`. Attached, the container's output streams to the terminal and the exit code
-is the container's; stdin is not attached (the runtime has no attach yet).
+is the container's; our input goes to its stdin (through a TTY when ours is a terminal,
+unless `-T`), as with Docker Compose.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import secrets
 import shlex
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -85,9 +87,14 @@ def build_request(args: argparse.Namespace, ctx: Context, project: Project,
         changes["cap_add"] = (*config.cap_add, *args.cap_add)
     if args.cap_drop:
         changes["cap_drop"] = (*config.cap_drop, *args.cap_drop)
-    # No attach yet: output goes through the log, which a TTY would only garble.
-    changes["tty"] = False
-    changes["stdin_open"] = False
+    # Attached, our input goes in (Compose's `run` is interactive by default), through a
+    # TTY when ours is one (and not -T).
+    changes["stdin_open"] = not args.detach
+    changes["tty"] = not args.detach and not args.no_tty and sys.stdin.isatty()
+    if changes["tty"]:
+        from compose.attach import terminal_size
+
+        changes["console_size"] = terminal_size()
     # A one-off container is not restarted; `--rm` decides its fate.
     from engine.spec import RestartPolicy
 

@@ -371,6 +371,35 @@ def stop(container_dir: str | os.PathLike[str], timeout: float | None = None) ->
     return state(path)
 
 
+def attach_stdin(container_dir: str | os.PathLike[str]) -> int:
+    """The running container's input, as an fd the caller owns: its pty's master (with a
+    TTY; write keystrokes there, set the window size on it) or its stdin pipe's write end
+    (closing it ends the container's input; one caller gets it). Its output stays in the
+    log. Raises Conflict when the container runs without open stdin."""
+    path = _dir(container_dir)
+    dirfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            try:
+                sock.connect(f"/proc/self/fd/{dirfd}/ctl.sock")
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise Conflict("container is not running (no shim)") from None
+            try:
+                sock.sendall((st.dumps({"op": "stdin"}) + "\n").encode())
+                raw, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+            except OSError:  # the shim went away meanwhile (the container ended)
+                raw, fds = b"", []
+    finally:
+        os.close(dirfd)
+    reply = st.loads(raw) if raw else {"error": "container is not running (shim exited)"}
+    if reply.get("error") or not fds:  # type: ignore[union-attr]
+        for fd in fds:
+            os.close(fd)
+        raise Conflict(reply.get("error") or "no stdin was passed")  # type: ignore[union-attr]
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
 def kill(container_dir: str | os.PathLike[str], sig: int | str = signals.SIGKILL) -> None:
     """Sends `sig` (number or name: "KILL", "SIGHUP", "15") to the container's first
     process. The restart policy no longer applies (as after `docker kill`)."""

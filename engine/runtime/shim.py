@@ -164,6 +164,10 @@ class Shim(Output, Control):
         try:
             if tty:
                 master, slave = os.openpty()
+                rows, columns = self.opts.get("console_size") or (0, 0)
+                if rows and columns:  # sized before the process runs (it may ask at once)
+                    import termios
+                    termios.tcsetwinsize(master, (rows, columns))
                 ours.append((master, "stdout"))
                 theirs.append(slave)
                 stdio = (slave, slave, slave)

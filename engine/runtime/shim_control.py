@@ -5,7 +5,11 @@ A mixin of `shim.Shim` (imported by path as its sibling), which provides the eve
 `save`, `finish`) and `waiters` (connections answered when the container stopped for good).
 One JSON request line per connection, one JSON reply line:
 {"op": "stop", "timeout": s}, {"op": "kill", "signal": n}, {"op": "pause"}, {"op": "resume"},
-{"op": "wait"} (reply when the container stopped for good), {"op": "state"}.
+{"op": "wait"} (reply when the container stopped for good), {"op": "state"},
+{"op": "stdin"}: the container's input, passed with the reply (SCM_RIGHTS): the pty's
+master with a TTY (the caller writes keystrokes there; the output still comes through the
+log), else the write end of its stdin pipe, which the shim then gives up (the caller's
+closing it is the container's end of input; one taker).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
 import _socket  # the C module: `socket` imports enum and more
 import os
+import sys
 
 import state as st
 
@@ -97,6 +102,8 @@ class Control:
                 self.timers.pop("restart", None)
                 self.finish("exited")
             self.respond(conn, ok)
+        elif op == "stdin":
+            self.hand_stdin(conn)
         elif op in ("pause", "resume"):
             if not self.pid:
                 self.respond(conn, st.dumps({"error": "container is not running"}) + "\n")
@@ -111,6 +118,25 @@ class Control:
             self.respond(conn, ok)
         else:
             self.respond(conn, st.dumps({"error": f"unknown op {op!r}"}) + "\n")
+
+    def hand_stdin(self, conn: object) -> None:
+        if self.opts.get("tty"):
+            fd = next((fd for fd, (name, _) in self.streams.items() if name == "stdout"), -1)
+        else:
+            fd = self.stdin_w
+        if fd < 0 or not self.pid:
+            self.respond(conn, st.dumps({"error": "the container's stdin is not open"}) + "\n")
+            return
+        try:
+            conn.sendmsg([(st.dumps({"ok": True}) + "\n").encode()],  # type: ignore[attr-defined]
+                         [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+        except OSError:
+            pass
+        else:
+            if fd == self.stdin_w:
+                os.close(self.stdin_w)
+                self.stdin_w = -1
+        self.drop(conn)
 
     def stop(self, timeout: float) -> None:
         self.manual_stop = True
