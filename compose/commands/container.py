@@ -119,7 +119,9 @@ def start_attached(ctx: Context, engine: Engine, container: Container, *, detach
     config = container.request.config
     with stdin_forwarded(str(container.directory), config.tty) if config.stdin_open \
             else contextlib.nullcontext():
-        _print_logs(ctx, container, follow=True, tail=None, timestamps=False)
+        # What a terminal types is echoed through the log: follow it closely then.
+        _print_logs(ctx, container, follow=True, tail=None, timestamps=False,
+                    poll=0.01 if config.tty else 0.05)
         code = launch.wait(str(container.directory))
     engine.containers.release(container)
     if remove:
@@ -332,11 +334,13 @@ def _inspect(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
 
 
 def _print_logs(ctx: Context, container: Container, *, follow: bool, tail: int | None,
-                timestamps: bool, since: str | None = None, until: str | None = None) -> None:
+                timestamps: bool, since: str | None = None, until: str | None = None,
+                poll: float = 0.05) -> None:
     from engine.runtime import logs
 
     if follow:
-        entries: Any = logs.follow(str(container.directory), tail=tail, since=since)
+        entries: Any = logs.follow(str(container.directory), tail=tail, since=since,
+                                   poll=poll)
     else:
         entries = logs.read(str(container.directory), tail=tail, since=since, until=until)
     for entry in entries:
