@@ -17,7 +17,9 @@ from engine.errors import Conflict
 @contextlib.contextmanager
 def stdin_forwarded(container_dir: str, tty: bool) -> Iterator[None]:
     """Forwards this process's stdin (fd 0) to the running container at `container_dir`
-    for the duration of the block. A container that already ended gets nothing."""
+    for the duration of the block. A container that already ended gets nothing. On the
+    way out (however it ends) the terminal's modes and SIGWINCH's handler are restored and
+    the forwarding stops, its fds closed."""
     from engine.runtime import launch
 
     try:
@@ -25,20 +27,31 @@ def stdin_forwarded(container_dir: str, tty: bool) -> Iterator[None]:
     except Conflict:  # it ended before we came (its output is in the log)
         yield
         return
-    terminal = tty and os.isatty(0)
-    saved = _raw_terminal(target) if terminal else None
-    pump = threading.Thread(target=_pump, args=(0, target, not tty), daemon=True,
-                            name="shipyard-stdin")
-    pump.start()
+    # The pump owns `target` and `stop_r` (it closes them when it ends, so no fd number is
+    # closed under it); closing `stop_w` ends it.
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    restore: list = []
+    try:
+        if tty and os.isatty(0):
+            restore = _raw_terminal(target)
+        pump = threading.Thread(target=_pump, args=(0, target, stop_r), daemon=True,
+                                name="shipyard-stdin")
+        pump.start()
+    except BaseException:
+        for undo in reversed(restore):
+            undo()
+        for fd in (target, stop_r, stop_w):
+            os.close(fd)
+        raise
     try:
         yield
     finally:
-        if saved is not None:
-            import termios
-
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        # A pump still reading our input stays blocked in read(): it dies with the process,
-        # and the pty's master (kept for it) with it.
+        for undo in reversed(restore):
+            undo()
+        os.close(stop_w)
+        # Prompt: the pump never blocks but in poll (a container that stopped reading while
+        # we are interrupted must not hold us up).
+        pump.join(1.0)
 
 
 def terminal_size() -> tuple[int, int]:
@@ -53,33 +66,50 @@ def terminal_size() -> tuple[int, int]:
 
 def _raw_terminal(master: int) -> list:
     """Puts this terminal in raw mode (keys go to the container's pty as typed: ^C is the
-    container's interrupt) with the pty sized as the window; returns the modes to restore."""
+    container's interrupt) with the pty sized as the window, followed on SIGWINCH; returns
+    the undo steps, to be called in reverse."""
     import signal
     import termios
     import tty
 
     def resize(*_: object) -> None:
-        with contextlib.suppress(OSError):
-            size = termios.tcgetwinsize(0)
-            termios.tcsetwinsize(master, size)
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetwinsize(master, termios.tcgetwinsize(0))
 
+    undo: list = []
     resize()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGWINCH, resize)
+        previous = signal.signal(signal.SIGWINCH, resize)
+        undo.append(lambda: signal.signal(signal.SIGWINCH, previous))
     saved = termios.tcgetattr(0)
+    undo.append(lambda: termios.tcsetattr(0, termios.TCSADRAIN, saved))
     tty.setraw(0)
-    return saved
+    return undo
 
 
-def _pump(source: int, target: int, close_at_end: bool) -> None:
-    """Copies `source` to `target` until either ends; then closes `target` if asked (the
-    container's end of input)."""
+def _pump(source: int, target: int, stop: int) -> None:
+    """Copies `source` to `target` until either ends or `stop` is readable (its writer
+    closed it); then closes `target` (for a stdin pipe, the container's end of input) and
+    `stop`. `target` may be non-blocking (a pty's master shares the shim's flags)."""
+    import select
+
+    def wait(fd: int, events: int) -> bool:
+        """Whether `fd` became ready before `stop` did."""
+        poller = select.poll()
+        poller.register(stop, select.POLLIN)
+        poller.register(fd, events)
+        ready = dict(poller.poll())
+        return stop not in ready
+
     try:
-        while data := os.read(source, 65536):
+        while wait(source, select.POLLIN) and (data := os.read(source, 65536)):
             while data:
-                data = data[os.write(target, data):]
+                if not wait(target, select.POLLOUT):
+                    return
+                with contextlib.suppress(BlockingIOError):
+                    data = data[os.write(target, data):]
     except OSError:
         pass  # the container's input closed (it exited), or ours failed
     finally:
-        if close_at_end:
-            os.close(target)
+        os.close(target)
+        os.close(stop)

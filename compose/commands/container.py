@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -103,10 +104,7 @@ def start_attached(ctx: Context, engine: Engine, container: Container, *, detach
     `detached_output`; otherwise streams its output (and, with its stdin open, our input
     into it) until it exits, returns its exit code, and with `remove` removes it and its
     anonymous volumes."""
-    import contextlib
-
     from compose.attach import stdin_forwarded
-    from engine.runtime import launch
 
     try:
         engine.containers.start(container)
@@ -119,14 +117,39 @@ def start_attached(ctx: Context, engine: Engine, container: Container, *, detach
     config = container.request.config
     with stdin_forwarded(str(container.directory), config.tty) if config.stdin_open \
             else contextlib.nullcontext():
-        # What a terminal types is echoed through the log: follow it closely then.
-        _print_logs(ctx, container, follow=True, tail=None, timestamps=False,
-                    poll=0.01 if config.tty else 0.05)
-        code = launch.wait(str(container.directory))
+        code = _attached(ctx, container)
     engine.containers.release(container)
     if remove:
         engine.containers.remove(container, volumes=True)
     return code
+
+
+INTERRUPTS_PASSED_ON = 2  # the next Ctrl-C leaves (the container runs on)
+
+
+def _attached(ctx: Context, container: Container) -> int:
+    """Streams the container's output until it exits; its exit code. Ctrl-C here is the
+    container's, as with Docker's attached run: passed on as SIGINT (its program decides),
+    and only one more than INTERRUPTS_PASSED_ON leaves without it."""
+    from engine.errors import Error
+    from engine.runtime import launch
+
+    path = str(container.directory)
+    tail: int | None = None  # all of it; after an interrupt, only what comes next
+    interrupts = 0
+    while True:
+        try:
+            # What a terminal types is echoed through the log: follow it closely then.
+            _print_logs(ctx, container, follow=True, tail=tail, timestamps=False,
+                        poll=0.01 if container.request.config.tty else 0.05)
+            return launch.wait(path)
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts > INTERRUPTS_PASSED_ON:
+                raise
+            with contextlib.suppress(Error):
+                launch.kill(path, "INT")
+            tail = 0
 
 
 def _each(args: argparse.Namespace, ctx: Context, action: Any) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import secrets
 import shlex
-import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def build_request(args: argparse.Namespace, ctx: Context, project: Project,
     # Attached, our input goes in (Compose's `run` is interactive by default), through a
     # TTY when ours is one (and not -T).
     changes["stdin_open"] = not args.detach
-    changes["tty"] = not args.detach and not args.no_tty and sys.stdin.isatty()
+    changes["tty"] = not args.detach and not args.no_tty and os.isatty(0)
     if changes["tty"]:
         from compose.attach import terminal_size
 

@@ -180,6 +180,8 @@ class Shim(Output, Control):
                 ours.append((err_r, "stderr"))
                 theirs.append(err_w)
                 if self.opts.get("stdin_open"):
+                    if self.stdin_w >= 0:  # a restart: the last run's input ends here
+                        os.close(self.stdin_w)
                     in_r, self.stdin_w = os.pipe()
                 else:
                     in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)

@@ -9,7 +9,7 @@ One JSON request line per connection, one JSON reply line:
 {"op": "stdin"}: the container's input, passed with the reply (SCM_RIGHTS): the pty's
 master with a TTY (the caller writes keystrokes there; the output still comes through the
 log), else the write end of its stdin pipe, which the shim then gives up (the caller's
-closing it is the container's end of input; one taker).
+closing it is the container's end of input; one taker; a restart then gets no input).
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ class Control:
             if fd == self.stdin_w:
                 os.close(self.stdin_w)
                 self.stdin_w = -1
+                # Its input was the caller's, and ended with it: a restart reads no more
+                # (a pipe no one holds the other end of would only hang its reader).
+                self.opts["stdin_open"] = False
         self.drop(conn)
 
     def stop(self, timeout: float) -> None:

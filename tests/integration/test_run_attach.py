@@ -114,3 +114,26 @@ def test_a_terminal_goes_through_a_pty(cli: Cli) -> None:
         assert expected in text, text
     assert code == 7, text  # the container's, after its own ^C handler
     assert cli.states() == {}
+
+
+def test_ctrl_c_is_the_containers(cli: Cli) -> None:
+    # Attached without a TTY, Ctrl-C (SIGINT to the CLI) goes on to the container's process,
+    # whose handler decides; its exit code is the run's, and --rm still removes it.
+    import signal
+
+    script = 'trap "echo interrupted; exit 4" INT; echo ready; while :; do sleep 0.1; done'
+    proc = subprocess.Popen(cli.command("run", "--rm", "-T", "box", "sh", "-c", script),
+                            env=cli.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cli.ids.record()
+    assert (proc.returncode, out) == (4, b"interrupted\n"), err
+    assert cli.states() == {}
