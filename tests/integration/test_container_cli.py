@@ -54,7 +54,7 @@ def _ours(leaked: dict[str, list], root: Path, containers: list[str],
     """The part of a leak diff this test's engine root could have made: other suites run on
     this machine at the same time, and their mounts, links and processes are not ours."""
     from engine.layout import Layout
-    from engine.networks import bridge_name, veth_name
+    from engine.netdevs import bridge_name, veth_name
 
     marks = [str(root), str(Layout.at(root).run), *(c[:32] for c in containers),
              *(bridge_name(n) for n in networks),

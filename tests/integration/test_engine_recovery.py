@@ -109,7 +109,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Root]:
 
 def _links_of(engine: Engine) -> set[str]:
     """Every link name the engine root can have made: bridges and veths of its networks."""
-    from engine.networks import veth_name
+    from engine.netdevs import veth_name
 
     nets = engine.networks.list()
     holders = {C1, *(c.id for c in engine.containers.list())}
@@ -185,7 +185,7 @@ def test_connect_after_a_killed_connect(root: Root, step: str, when: str) -> Non
 ])
 def test_disconnect_all_drops_what_a_killed_connect_left(root: Root, step: str,
                                                          when: str) -> None:
-    from engine.networks import veth_name
+    from engine.netdevs import veth_name
 
     net = root.engine.networks.create_network("app")
     path = _ns(root, "one")

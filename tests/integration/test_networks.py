@@ -21,7 +21,8 @@ from engine.dns import Dns
 from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from engine.ipam import DEFAULT_POOLS, pick_subnet
 from engine.layout import Layout
-from engine.networks import Networks, bridge_name, host_networks, veth_name
+from engine.netdevs import bridge_name, host_networks, veth_name
+from engine.networks import Networks
 from engine.store import Store
 from tests.support import busybox, leaks
 

@@ -107,7 +107,7 @@ def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipya
 def _interface_names(root: Path, ids: list[str]) -> set[str]:
     """The bridge and veth names this engine root's networks and containers would use."""
     from engine import Engine
-    from engine.networks import bridge_name, veth_name
+    from engine.netdevs import bridge_name, veth_name
 
     networks = [n.id for n in Engine(root).networks.list()]
     return ({bridge_name(n) for n in networks}

@@ -107,7 +107,7 @@ def _ours(leaked: dict[str, list], root: Path, containers: list[str],
     """The part of a leak diff this test's engine root could have made. Other engineers'
     suites and benchmarks run on this machine at the same time; their cgroups, links and
     processes are not this test's."""
-    from engine.networks import bridge_name, veth_name
+    from engine.netdevs import bridge_name, veth_name
 
     marks = [str(root), *containers, *(bridge_name(n) for n in networks),
              *(veth_name(n, c) for n in networks for c in containers)]

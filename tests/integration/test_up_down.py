@@ -75,7 +75,7 @@ class Ids:
         import os
 
         from engine.layout import Layout
-        from engine.networks import bridge_name, veth_name
+        from engine.netdevs import bridge_name, veth_name
 
         markers = [str(self.root), str(Layout.at(self.root).run),
                    *self.containers, *(c[:32] for c in self.containers)]
