@@ -55,7 +55,8 @@ class PortInUse(Conflict):
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One served binding: the host side as bound (host_ip "" = every IPv4 address)."""
+    """One served binding: the host side as bound (host_ip "" = every IPv4 address, "::"
+    every IPv6 address: a binding without an address is served on both)."""
 
     container_port: int
     protocol: str
@@ -119,6 +120,9 @@ def publish(engine: Engine, container: Container, target_ip: str | None) -> list
             sockets.append(sock)
             out.append(Published(binding.container_port, binding.protocol,
                                  binding.host_ip.strip("[]"), port))
+            if not binding.host_ip and (extra := _ipv6_twin(binding.protocol, port)):
+                sockets.append(extra)
+                out.append(Published(binding.container_port, binding.protocol, "::", port))
         with engine.store.tx() as conn:
             conn.executemany(
                 "INSERT INTO port_bindings (container_id, protocol, host_ip, host_port,"
@@ -201,6 +205,16 @@ def _bind(engine: Engine, container: Container, binding: PortBinding,
                               f"{container.name}")
     raise PortInUse(f"{plural} {what} is already in use "
                     f"({_holder(engine, container, binding.protocol, ip, first, last)})")
+
+
+def _ipv6_twin(protocol: str, port: int) -> socket.socket | None:
+    """A port published without an address is also served on IPv6's `[::]`, as Docker does
+    (clients that resolve `localhost` to ::1 first reach it too); None when this host has
+    no IPv6, or something else holds that port there (the IPv4 side still serves)."""
+    try:
+        return _socket(protocol, "::", port)[0]
+    except OSError:
+        return None
 
 
 def _socket(protocol: str, ip: str, port: int) -> tuple[socket.socket, int]:

@@ -43,12 +43,12 @@ class Shipyard(_Runner):
 
 
 
-def _http_get(port: int, timeout: float = 10.0) -> str:
-    """GET / on 127.0.0.1:port, retrying while the server in the container comes up."""
+def _http_get(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> str:
+    """GET / on host:port, retrying while the server in the container comes up."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            with socket.create_connection((host, port), timeout=2) as s:
                 s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
                 chunks = []
                 while chunk := s.recv(65536):
@@ -73,13 +73,13 @@ def _engine_objects(shipyard: Shipyard) -> tuple:
             sorted(tuple(r) for r in rows))
 
 
-def _port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+def _port_free(port: int, kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> bool:
     """Whether a server could take the port now (TIME_WAIT leftovers do not count)."""
-    with socket.socket(socket.AF_INET, kind) as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
         return True
@@ -181,6 +181,28 @@ def test_httpd_on_an_ephemeral_port_and_a_refused_second_claim(shipyard: Shipyar
     assert "hello from busybox" in _http_get(again)
     shipyard("container", "rm", "-f", "web")
     assert _port_free(again)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this host has no IPv6 loopback")
+def test_a_port_without_address_is_served_on_ipv4_and_ipv6(shipyard: Shipyard) -> None:
+    shipyard("container", "run", "-d", "--name", "web", "-p", "0:80", "busybox",
+             "sh", "-c", HTTPD)
+    port = shipyard.port("web", "80")
+    _, out, _ = shipyard("container", "port", "web")
+    assert out == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
+    assert "hello from busybox" in _http_get(port)
+    assert "hello from busybox" in _http_get(port, host="::1")
+    shipyard("container", "rm", "-f", "web")
+    assert _port_free(port) and _port_free(port, host="::1")  # both sides released
 
 
 def test_range_takes_its_first_free_port(shipyard: Shipyard) -> None:
