@@ -9,10 +9,8 @@ never see a partial one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,8 @@ def parse_digest(digest: str) -> str:
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib  # (here: commands that only look images up need not load OpenSSL)
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -56,6 +56,9 @@ class Ingest:
         self._store = store
         self._expected = expected
         self._expected_size = expected_size
+        import hashlib
+        import tempfile
+
         self._hash = hashlib.sha256()
         self.size = 0
         store.layout.ingest.mkdir(parents=True, exist_ok=True)

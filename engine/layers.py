@@ -13,7 +13,6 @@ Importing this module is cheap: lookups (`get`, `layer_path`, `chain_ids`) need 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from engine import sha256
 from engine.errors import InvalidArgument
 from engine.layout import Layout
 
@@ -51,7 +51,7 @@ def chain_id(parent: str | None, diff_id: str) -> str:
     """OCI ChainID: the first layer's is its diff_id, then sha256("<parent> <diff_id>")."""
     if parent is None:
         return diff_id
-    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+    return "sha256:" + sha256.hexdigest(f"{parent} {diff_id}")
 
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:

@@ -29,7 +29,6 @@ import builtins
 import fcntl
 import os
 import re
-import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -236,7 +235,7 @@ class Networks(Endpoints):
             raise Unavailable(f"network {name!r}: IPv6 networks are not supported yet")
         opts = {str(k): str(v) for k, v in (options or {}).items()}
         mtu = _parse_mtu(opts.get(MTU_OPTION))
-        network_id = secrets.token_hex(32)
+        network_id = os.urandom(32).hex()  # (`secrets` costs ~12 ms to import)
         bridge = opts.get(BRIDGE_NAME_OPTION) or bridge_name(network_id)
         if not IFNAME_RE.match(bridge):
             raise InvalidArgument(f"bridge name {bridge!r} is not valid (at most 15 of "

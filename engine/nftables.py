@@ -9,7 +9,6 @@ versions, and a call takes ~2 ms.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import threading
 
@@ -24,11 +23,20 @@ _one_at_a_time = threading.Lock()
 
 @functools.cache
 def _lib() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+    # By its soname first: ctypes.util.find_library runs `ldconfig -p` (~2.5 ms, and ~1.5 ms
+    # to import), for the library Debian's package installs under exactly that name.
     try:
-        lib = ctypes.CDLL(name)
+        lib = ctypes.CDLL("libnftables.so.1")
     except OSError:
-        return None
+        from ctypes.util import find_library
+
+        name = find_library("nftables")
+        if name is None:
+            return None
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            return None
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
     lib.nft_ctx_free.argtypes = [ctypes.c_void_p]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import time
@@ -95,7 +94,7 @@ class Volumes:
         options = dict(options or {})
         labels = dict(labels or {})
         anonymous = name is None
-        name = name or secrets.token_hex(32)
+        name = name or os.urandom(32).hex()
         if not NAME_RE.match(name):
             raise InvalidArgument(
                 f'invalid volume name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import secrets
 import shlex
 from typing import TYPE_CHECKING, Any
 
@@ -165,7 +164,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise NotFound(f"no such service: {args.service}")
     engine = ctx.engine()
     source_dir = bring_up(ctx, args, engine, project, args.service)
-    name = args.name or translate.oneoff_name(project, args.service, secrets.token_hex(6))
+    name = args.name or translate.oneoff_name(project, args.service, os.urandom(6).hex())
     container = engine.containers.create(build_request(args, ctx, project, name, source_dir))
     return start_attached(ctx, engine, container, detach=args.detach, remove=args.rm,
                           detached_output=container.name)
