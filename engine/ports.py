@@ -247,9 +247,13 @@ def _bind_error(binding: PortBinding, ip: str, port: int, e: OSError) -> Invalid
 
 
 def _overlaps(p: Published, protocol: str, ip: str, port: int) -> bool:
-    wild = ("", "0.0.0.0", "::")
+    """Whether binding `ip` (never "") collides with `p`: IPv6 sockets are V6ONLY (see
+    `_socket`), so a binding only collides with one of its own family."""
+    theirs = p.host_ip or "0.0.0.0"
+    wild = ("0.0.0.0", "::")
     return (p.protocol == protocol and p.host_port == port
-            and (p.host_ip in wild or ip in wild or p.host_ip == ip))
+            and (":" in theirs) == (":" in ip)
+            and (theirs in wild or ip in wild or theirs == ip))
 
 
 def _holder(engine: Engine, me: Container, protocol: str, ip: str, first: int,

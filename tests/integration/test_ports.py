@@ -205,6 +205,21 @@ def test_a_port_without_address_is_served_on_ipv4_and_ipv6(shipyard: Shipyard) -
     assert _port_free(port) and _port_free(port, host="::1")  # both sides released
 
 
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this host has no IPv6 loopback")
+def test_a_container_on_ipv6_only_is_not_blamed_for_ipv4(shipyard: Shipyard) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        shipyard("container", "run", "-d", "--name", "six", "-p", f"[::]:{port}:80",
+                 "busybox", "sleep", "600")
+        code, _, err = shipyard("container", "run", "-d", "--name", "four", "-p",
+                                f"{port}:80", "busybox", "true", ok=False)
+        assert code != 0
+        assert err.strip() == f"port 0.0.0.0:{port} is already in use (by another process)"
+    shipyard("container", "rm", "-f", "six")
+
+
 def test_range_takes_its_first_free_port(shipyard: Shipyard) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
