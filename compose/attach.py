@@ -66,8 +66,9 @@ def terminal_size() -> tuple[int, int]:
 
 def _raw_terminal(master: int) -> list:
     """Puts this terminal in raw mode (keys go to the container's pty as typed: ^C is the
-    container's interrupt) with the pty sized as the window, followed on SIGWINCH; returns
-    the undo steps, to be called in reverse."""
+    container's interrupt) with the pty sized as the window, followed on SIGWINCH; SIGTERM
+    and SIGHUP end the command with the terminal restored. Returns the undo steps, to be
+    called in reverse."""
     import signal
     import termios
     import tty
@@ -76,11 +77,19 @@ def _raw_terminal(master: int) -> list:
         with contextlib.suppress(OSError, termios.error):
             termios.tcsetwinsize(master, termios.tcgetwinsize(0))
 
+    def leave(signum: int, _frame: object) -> None:
+        # Unwinds through the callers' `finally`, which gives the terminal its modes back
+        # (the default action would end the process in raw mode).
+        raise SystemExit(128 + signum)
+
     undo: list = []
     resize()
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGWINCH, resize)
-        undo.append(lambda: signal.signal(signal.SIGWINCH, previous))
+        for signum, handler in ((signal.SIGWINCH, resize), (signal.SIGTERM, leave),
+                                (signal.SIGHUP, leave)):
+            previous = signal.signal(signum, handler)
+            undo.append(lambda signum=signum, previous=previous:
+                        signal.signal(signum, previous))
     saved = termios.tcgetattr(0)
     undo.append(lambda: termios.tcsetattr(0, termios.TCSADRAIN, saved))
     tty.setraw(0)

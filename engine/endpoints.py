@@ -60,7 +60,7 @@ class Endpoints:
         if mac_address and not MAC_RE.match(mac_address):
             raise InvalidArgument(f"mac_address {mac_address!r} is not valid "
                                   "(expected xx:xx:xx:xx:xx:xx)")
-        mtu = _parse_mtu(mtu) or net.mtu
+        mtu = parse_mtu(mtu) or net.mtu
         self._repair(net)
         host_if = veth_name(net.id, container_id)
         self._drop_leftovers(net, container_id, path)
@@ -191,7 +191,8 @@ class Endpoints:
                 raise netdevs.netlink_error(exc, f"default route via {gateway}") from None
 
 
-def _parse_mtu(value: object) -> int | None:
+def parse_mtu(value: object) -> int | None:
+    """An MTU option's value (None when unset); InvalidArgument unless 68..65535."""
     if value is None or value == "":
         return None
     try:

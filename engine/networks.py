@@ -41,7 +41,7 @@ from typing import Any
 from engine import netdevs, netns, sha256
 from engine.dns import Dns
 from engine.egress import Egress
-from engine.endpoints import Endpoints, _parse_mtu
+from engine.endpoints import Endpoints, parse_mtu
 from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
 from engine.ipam import DEFAULT_POOLS, Ipam, Pool
 from engine.layout import Layout
@@ -234,7 +234,7 @@ class Networks(Endpoints):
         if enable_ipv6:
             raise Unavailable(f"network {name!r}: IPv6 networks are not supported yet")
         opts = {str(k): str(v) for k, v in (options or {}).items()}
-        mtu = _parse_mtu(opts.get(MTU_OPTION))
+        mtu = parse_mtu(opts.get(MTU_OPTION))
         network_id = os.urandom(32).hex()  # (`secrets` costs ~12 ms to import)
         bridge = opts.get(BRIDGE_NAME_OPTION) or bridge_name(network_id)
         if not IFNAME_RE.match(bridge):

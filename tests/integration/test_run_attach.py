@@ -137,3 +137,33 @@ def test_ctrl_c_is_the_containers(cli: Cli) -> None:
         cli.ids.record()
     assert (proc.returncode, out) == (4, b"interrupted\n"), err
     assert cli.states() == {}
+
+
+def test_sigterm_to_the_cli_gives_the_terminal_its_modes_back(cli: Cli) -> None:
+    import signal
+    import termios
+
+    master, slave = os.openpty()
+    cooked = termios.tcgetattr(slave)[3]  # lflag: ICANON, ECHO...
+    proc = subprocess.Popen(cli.command("run", "--rm", "--name", "held", "box", "sh", "-c",
+                                        "echo ready; sleep 30"),
+                            env=cli.env, stdin=slave, stdout=slave, stderr=slave, cwd=REPO,
+                            start_new_session=True)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                seen += os.read(master, 4096)
+        assert b"ready" in seen, seen
+        assert not termios.tcgetattr(slave)[3] & termios.ICANON  # raw while attached
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 128 + signal.SIGTERM
+        assert termios.tcgetattr(slave)[3] == cooked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+        cli.ids.record()
