@@ -33,7 +33,7 @@ def stdin_forwarded(container_dir: str, tty: bool) -> Iterator[None]:
     restore: list = []
     try:
         if tty and os.isatty(0):
-            restore = _raw_terminal(target)
+            _raw_terminal(target, restore)
         pump = threading.Thread(target=_pump, args=(0, target, stop_r), daemon=True,
                                 name="shipyard-stdin")
         pump.start()
@@ -64,11 +64,12 @@ def terminal_size() -> tuple[int, int]:
         return (0, 0)
 
 
-def _raw_terminal(master: int) -> list:
+def _raw_terminal(master: int, undo: list) -> None:
     """Puts this terminal in raw mode (keys go to the container's pty as typed: ^C is the
     container's interrupt) with the pty sized as the window, followed on SIGWINCH; SIGTERM
-    and SIGHUP end the command with the terminal restored. Returns the undo steps, to be
-    called in reverse."""
+    and SIGHUP end the command with the terminal restored. Appends each undo step to
+    `undo` as soon as its change is made (to be called in reverse, also when a later step
+    fails)."""
     import signal
     import termios
     import tty
@@ -82,7 +83,6 @@ def _raw_terminal(master: int) -> list:
         # (the default action would end the process in raw mode).
         raise SystemExit(128 + signum)
 
-    undo: list = []
     resize()
     if threading.current_thread() is threading.main_thread():
         for signum, handler in ((signal.SIGWINCH, resize), (signal.SIGTERM, leave),
@@ -93,7 +93,6 @@ def _raw_terminal(master: int) -> list:
     saved = termios.tcgetattr(0)
     undo.append(lambda: termios.tcsetattr(0, termios.TCSADRAIN, saved))
     tty.setraw(0)
-    return undo
 
 
 def _pump(source: int, target: int, stop: int) -> None:

@@ -319,7 +319,7 @@ class Containers:
                 self.engine.images.release(container.id)
             shutil.rmtree(container.directory, ignore_errors=True)
             # (empty, unless a start was killed between making it and marking it)
-            shutil.rmtree(prepare.run_files(self.engine, container), ignore_errors=True)
+            prepare.remove_run_files(self.engine, container)
         if volumes:
             for mount, volume in zip(container.request.mounts, container.volumes, strict=True):
                 if volume and not mount.source and not self.using_volume(volume):

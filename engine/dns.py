@@ -177,7 +177,7 @@ class Dns:
             conn.execute("DELETE FROM dns_endpoints WHERE network_id = ?", (network_id,))
             gone = conn.execute("DELETE FROM dns_networks WHERE network_id = ?",
                                 (network_id,)).rowcount
-        if gone:  # (a second removal, after `Networks.shut`, changes nothing)
+        if gone:  # (a removal resumed after a killed one may find nothing left)
             self._changed()
 
     def register(self, network_id: str, container_id: str, names: Iterable[str], ipv4: str,

@@ -87,7 +87,7 @@ def _ran_when_the_host_went_down(container: Container) -> bool:
     from engine.runtime import state as st
 
     recorded = st.read(str(container.directory)) or {}
-    return recorded.get("status") in ("running", "paused", "restarting")
+    return recorded.get("status") in st.LIVE
 
 
 def release(engine: Engine, container: Container) -> None:
@@ -102,11 +102,12 @@ def release(engine: Engine, container: Container) -> None:
             engine.volumes.unmount_if_unused(volume, exclude=container.name)
     snapshots.unmount_rootfs(container.directory)
     (container.directory / MARKER).unlink(missing_ok=True)
-    _remove_run_files(run_files(engine, container))
+    remove_run_files(engine, container)
 
 
-def _remove_run_files(run: Path) -> None:
+def remove_run_files(engine: Engine, container: Container) -> None:
     """The start's run directory (plain files), its marker last."""
+    run = run_files(engine, container)
     try:
         names = os.listdir(run)
     except FileNotFoundError:

@@ -90,7 +90,7 @@ class State:
 
     @property
     def running(self) -> bool:
-        return self.status in ("running", "paused", "restarting")
+        return self.status in st.LIVE
 
     @classmethod
     def from_dict(cls, d: dict) -> State:
@@ -273,7 +273,7 @@ def state(container_dir: str | os.PathLike[str]) -> State:
 def _interpret(recorded: dict | None) -> State:
     """The State a recorded state.json document stands for (see `state`)."""
     d = recorded or {"status": "created"}
-    if d.get("status") in ("running", "paused", "restarting") and not st.alive(
+    if d.get("status") in st.LIVE and not st.alive(
             d.get("shim_pid"), d.get("shim_start")):
         d = dict(d, status="dead")
     return State.from_dict(d)
@@ -306,17 +306,26 @@ def top(container_dir: str | os.PathLike[str]) -> list[dict]:
 
 # ---- control ------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _connected(path: str, timeout: float | None = None) -> Iterator[socket.socket]:
+    """A connection to the shim's control socket. Raises Conflict if no shim listens."""
+    dirfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(timeout)
+            try:
+                # /proc/self/fd/N/... keeps the path short: sun_path holds only 108 bytes
+                sock.connect(f"/proc/self/fd/{dirfd}/ctl.sock")
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise Conflict("container is not running (no shim)") from None
+            yield sock
+    finally:
+        os.close(dirfd)
+
+
 def _request(path: str, request: dict, timeout: float | None = None) -> dict:
     """One request over the shim's control socket. Raises Conflict if no shim listens."""
-    dirfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.settimeout(timeout)
-        try:
-            # /proc/self/fd/N/... keeps the path short: sun_path holds only 108 bytes
-            sock.connect(f"/proc/self/fd/{dirfd}/ctl.sock")
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise Conflict("container is not running (no shim)") from None
+    with _connected(path, timeout) as sock:
         sock.sendall((st.dumps(request) + "\n").encode())
         chunks = []
         while True:
@@ -324,9 +333,6 @@ def _request(path: str, request: dict, timeout: float | None = None) -> dict:
             if not chunk:
                 break
             chunks.append(chunk)
-    finally:
-        sock.close()
-        os.close(dirfd)
     raw = b"".join(chunks)
     if not raw:
         return {"error": "shim exited"}
@@ -376,21 +382,12 @@ def attach_stdin(container_dir: str | os.PathLike[str]) -> int:
     TTY; write keystrokes there, set the window size on it) or its stdin pipe's write end
     (closing it ends the container's input; one caller gets it). Its output stays in the
     log. Raises Conflict when the container runs without open stdin."""
-    path = _dir(container_dir)
-    dirfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-            try:
-                sock.connect(f"/proc/self/fd/{dirfd}/ctl.sock")
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise Conflict("container is not running (no shim)") from None
-            try:
-                sock.sendall((st.dumps({"op": "stdin"}) + "\n").encode())
-                raw, fds, _, _ = socket.recv_fds(sock, 4096, 1)
-            except OSError:  # the shim went away meanwhile (the container ended)
-                raw, fds = b"", []
-    finally:
-        os.close(dirfd)
+    with _connected(_dir(container_dir)) as sock:
+        try:
+            sock.sendall((st.dumps({"op": "stdin"}) + "\n").encode())
+            raw, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+        except OSError:  # the shim went away meanwhile (the container ended)
+            raw, fds = b"", []
     reply = st.loads(raw) if raw else {"error": "container is not running (shim exited)"}
     if reply.get("error") or not fds:  # type: ignore[union-attr]
         for fd in fds:

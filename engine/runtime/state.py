@@ -20,6 +20,7 @@ import time
 
 STATE_FILE = "state.json"
 ACTIVE = ("created", "running", "paused", "restarting")
+LIVE = ("running", "paused", "restarting")  # a process runs (or is paused, or about to)
 
 try:
     import _json
