@@ -20,7 +20,7 @@ import contextlib
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from compose.sourcefiles import write_source
 from engine.errors import AlreadyExists, Conflict, Error, NotFound
 
 if TYPE_CHECKING:
+    from compose.helpers import Helpers
     from compose.model import Project, Service
     from compose.plan import Plan, PlanNode
     from engine import Engine
@@ -81,6 +82,7 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)    # node id -> message
     skipped: dict[str, str] = field(default_factory=dict)   # node id -> failed dependency
     done: list[str] = field(default_factory=list)
+    helped: int = 0  # steps that forked helpers ran (compose/helpers.py)
 
     @property
     def ok(self) -> bool:
@@ -92,14 +94,32 @@ def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
     """Executes `plan` to the end and returns what happened."""
     walker = _Walker(engine, project, plan, progress, settings or Settings())
     _touch_parts(engine, plan)
-    if sum(n.kind == "container" and n.action in STARTS for n in plan.nodes) < 2:
-        return walker.run()
-    from engine.runtime import launch
+    removals = sum((n.kind, n.action) == ("container", "remove") for n in plan.nodes)
+    if removals:
+        from compose.helpers import Helpers
 
-    # Several containers start: one fork server forks their shims (~1 ms each) instead of
-    # a fresh interpreter per shim (~35 ms of CPU each).
-    with launch.forkserver():
-        return walker.run()
+        # Forked now, while this is the only thread (see compose/helpers.py).
+        walker.helpers = Helpers.fork(walker, removals, walker.settings.parallel)
+    interrupted = False
+    try:
+        if sum(n.kind == "container" and n.action in STARTS for n in plan.nodes) < 2:
+            outcome = walker.run()
+        else:
+            from engine.runtime import launch
+
+            # Several containers start: one fork server forks their shims (~1 ms each)
+            # instead of a fresh interpreter per shim (~35 ms of CPU each).
+            with launch.forkserver():
+                outcome = walker.run()
+    except KeyboardInterrupt:
+        interrupted = True  # (a second Ctrl-C leaves at once: the helpers end on their own)
+        raise
+    finally:
+        if walker.helpers is not None:
+            walker.helpers.close(wait=not interrupted)
+    if walker.helpers is not None:
+        outcome.helped = sum(link.done for link in walker.helpers.links)
+    return outcome
 
 
 STARTS = ("start", "restart", "refresh")
@@ -135,6 +155,7 @@ class _Walker:
         self.outcome = Outcome()
         self._ended: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
         self._workers = _Workers(min(len(plan.nodes), DEFAULT_PARALLEL))
+        self.helpers: Helpers | None = None  # forked helpers that take removals
 
     def run(self) -> Outcome:
         """Starts each node when its dependencies have ended; returns when all have. A bug
@@ -413,6 +434,10 @@ class _Walker:
             self.engine.containers.stop(container, timeout=self.settings.timeout)
 
     def _stop_remove(self, node: PlanNode) -> None:
+        helper = self.helpers.take(node) if self.helpers and node.action == "remove" else None
+        if helper is not None:
+            helper.run(node)
+            return
         containers = self.engine.containers
         try:
             old = containers.get(node.old or node.target)
@@ -428,6 +453,27 @@ class _Walker:
                     self.engine.volumes.remove(volume)
                 except (NotFound, Conflict):
                     pass
+
+    # ---- in a forked helper (compose/helpers.py) ---------------------------------------------
+
+    @contextlib.contextmanager
+    def as_helper(self) -> Iterator[None]:
+        """This walker, in a helper forked from it, for the helper's lifetime: its own engine
+        (a database connection must not cross a fork), no helpers of its own, and the names
+        of leaving containers published at the end if the walker defers them too."""
+        from engine import Engine
+
+        deferring = "networks" in vars(self.engine) and self.engine.networks.dns.deferring
+        self.engine = Engine(self.engine.layout.root)
+        self.helpers = None
+        _touch_parts(self.engine, self.plan)
+        with (self.engine.networks.dns.removals_deferred() if deferring
+              else contextlib.nullcontext()):
+            yield
+
+    def run_removal(self, node_id: str) -> None:
+        """A helper's step: the removal `node_id` names, as the walker would run it."""
+        self._stop_remove(self.plan.node(node_id))
 
     def _container_refresh(self, node: PlanNode) -> str:
         """Recreates the container if its image (just built or pulled) has another id now,

@@ -132,6 +132,12 @@ class Dns:
             if due:
                 self.publish(wait=False)
 
+    @property
+    def deferring(self) -> bool:
+        """Whether a `removals_deferred` scope is open."""
+        with self._guard:
+            return self._deferring > 0
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Defers this thread's publishes to the end of the block (one publish, if anything

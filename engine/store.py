@@ -8,7 +8,9 @@ invocations, shims) may use the same database at once; SQLite serialises writers
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -21,20 +23,66 @@ BUSY_TIMEOUT_S = 30.0
 _CREATED = re.compile(r"CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)",
                       re.IGNORECASE)
 
-# One writer lock per database file in this process. SQLite's own busy handler sleeps in
-# coarse steps (up to 100 ms) while another connection writes; threads of one process (the
-# parallel starts of `up`) queue on this lock instead and go on the moment it is free. The
-# busy timeout remains for writers in other processes.
-_WRITERS: dict[str, threading.RLock] = {}
+# Writers queue on a lock per database file, in two layers: threads of this process on an
+# RLock, processes on an flock of `<database>.writer` held around each transaction. SQLite's
+# own busy handler sleeps in coarse steps (1, 2, 5, 10, ... 25, 50, 100 ms) while another
+# connection writes: 20 containers removed by two processes at once (`down` with a forked
+# helper) slept ~250 ms in it. A queued writer here goes on the moment the lock is free.
+# The busy timeout remains for writers that hold SQLite's lock without these.
+class _WriterLock:
+    """Re-entrant in a thread; across processes through one open file description per
+    database file in this process (an flock on a second description of the same file would
+    wait for our own)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".writer")
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.thread_lock:
+            if self.depth == 0:
+                self._lock_file()
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0 and self.fd is not None:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> None:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return  # (a read-only root): SQLite's busy timeout alone, as before
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+
+_WRITERS: dict[str, _WriterLock] = {}
 _WRITERS_GUARD = threading.Lock()
 
 
-def _writer_lock(path: Path) -> threading.RLock:
+def _writer_lock(path: Path) -> _WriterLock:
     key = str(path.resolve())
     with _WRITERS_GUARD:
-        # Re-entrant: a transaction of another Store on the same file, nested in this
-        # thread, meets SQLite's busy timeout (an error) rather than waiting for itself.
-        return _WRITERS.setdefault(key, threading.RLock())
+        found = _WRITERS.get(key)
+        if found is None:
+            found = _WRITERS[key] = _WriterLock(Path(key))
+        return found
+
+
+def _forget_writer_locks() -> None:
+    """In a forked child: the parent's descriptors would share its locks, not exclude them."""
+    global _WRITERS_GUARD
+    _WRITERS.clear()
+    _WRITERS_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_writer_locks)
 
 
 class Store:
@@ -81,7 +129,7 @@ class Store:
         if conn.in_transaction:
             yield conn
             return
-        with self._writer:
+        with self._writer.held():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

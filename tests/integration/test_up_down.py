@@ -275,3 +275,53 @@ def test_down_by_project_name_without_a_compose_file(shipyard: Shipyard, tmp_pat
     assert out.strip() == ""
     _, out, _ = shipyard("volume", "ls", "-q", prefix=False)
     assert "blog_data" not in out.split()
+
+
+HELPED_DOWN = """
+import json, sys
+from compose import execute, reconcile
+from compose.observe import observe
+from compose.progress import Progress
+from engine import Engine
+
+engine = Engine(sys.argv[1])
+plan = reconcile.down("blog", observe(engine, "blog"), None, reconcile.DownOptions())
+outcome = execute.run(engine, None, plan, Progress(sys.stderr), execute.Settings(timeout=0))
+print(json.dumps({"ok": outcome.ok, "helped": outcome.helped, "failed": outcome.failed}))
+"""
+
+
+def test_down_of_many_services_shares_the_removals_with_a_forked_helper(
+        shipyard: Shipyard) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from compose import helpers
+
+    count = helpers.MIN_REMOVALS + 2
+    shipyard.write("services:\n" + "".join(
+        f"  s{i}:\n    image: busybox\n    command: [\"sh\", \"-c\", '{LOOP.format('true')}']\n"
+        for i in range(count)))
+    shipyard("up", "-d")
+    # execute.run in a process of its own (this one may have threads: no fork then), as
+    # `down` runs it, with the number of steps the helpers ran
+    done = subprocess.run([sys.executable, "-c", HELPED_DOWN, str(shipyard.ids.root)],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"], result
+    if len(os.sched_getaffinity(0)) > 1:
+        assert result["helped"] >= count // 4, result  # 1 helper: every other removal
+    assert shipyard.inspect() == {}
+    _, nets, _ = shipyard("network", "ls")
+    assert "blog_" not in nets
+
+    # the CLI's own `down`, in a process of its own, again leaves nothing
+    shipyard("up", "-d")
+    code, _, err = shipyard.process("down", "-t", "0")
+    assert code == 0, err
+    assert shipyard.inspect() == {}
+    _, nets, _ = shipyard("network", "ls")
+    assert "blog_" not in nets
