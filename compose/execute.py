@@ -28,6 +28,7 @@ from compose import translate as t
 from compose.conditions import wait_service
 from compose.hooks import post_start, pre_stop
 from compose.progress import DONE, ERROR, Progress
+from compose.retirement import Retirements
 from compose.sourcefiles import write_source
 from engine.errors import AlreadyExists, Conflict, Error, NotFound
 
@@ -156,6 +157,10 @@ class _Walker:
         self._ended: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
         self._workers = _Workers(min(len(plan.nodes), DEFAULT_PARALLEL))
         self.helpers: Helpers | None = None  # forked helpers that take removals
+        self._notify: Callable[[dict[str, Any]], None] | None = None  # set in a helper
+        self._asked: set[str] = set()  # removals whose container was asked to stop
+        self.retirements = Retirements(plan, lambda name, stopped: (
+            self.engine.networks.retire(name, stopped)))
 
     def run(self) -> Outcome:
         """Starts each node when its dependencies have ended; returns when all have. A bug
@@ -196,10 +201,12 @@ class _Walker:
               dependents: dict[str, list[str]]) -> Outcome:
         running = 0
         bug: BaseException | None = None
-        for node_id, deps in pending.items():
-            if not deps:
-                self._start(nodes[node_id])
-                running += 1
+        ready = [nodes[node_id] for node_id, deps in pending.items() if not deps]
+        for node in ready:  # all of them before any worker competes for the CPU
+            self._stop_ahead(node)
+        for node in ready:
+            self._start(node)
+            running += 1
         while running:
             ended, raised = self._ended.get()
             if ended is None:
@@ -232,6 +239,7 @@ class _Walker:
             if self.status.get(dep) != "done":
                 self.progress.message(f"warning: {dep} failed; {node.id} goes on (the "
                                       "dependency is not required)")
+        self._stop_ahead(node)
         kind, shown = self._label(node)
         working = WORDS.get((node.kind, node.action), (node.action,))[0]
         if not _quiet(node):
@@ -246,6 +254,21 @@ class _Walker:
                 self._ended.put((node.id, None))
 
         self._workers.submit(body)
+
+    def _stop_ahead(self, node: PlanNode) -> None:
+        """Asks the container of a removal that may start now to stop, here and now: its
+        step, in a worker among many, would ask only once it has its turn for the CPU (in
+        `down` of 20 the last asked ~100-150 ms into the walk; a network goes as soon as its
+        containers have stopped, see compose/retirement.py). Not for a service with pre_stop
+        hooks: they run first, in the step. Once per node."""
+        if (node.kind, node.action) != ("container", "remove") or node.id in self._asked:
+            return
+        self._asked.add(node.id)
+        service = self.project.services.get(node.service) if self.project else None
+        if node.old and not (service and service.pre_stop):
+            from engine.runtime import launch
+
+            launch.request_stop(self.engine.layout.container(node.old), self.settings.timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """An engine call, counted against the `parallel` limit."""
@@ -327,6 +350,7 @@ class _Walker:
         self.call(create)
 
     def _network_remove(self, node: PlanNode) -> None:
+        self.retirements.wait(node.id)
         self._gone(lambda: self.engine.networks.remove_network(node.target))
 
     def _volume_create(self, node: PlanNode) -> None:
@@ -442,8 +466,10 @@ class _Walker:
         try:
             old = containers.get(node.old or node.target)
         except NotFound:
+            self.container_stopped(node.id, None)
             return
         self._stop(old)
+        self.container_stopped(node.id, old.id)
         containers.remove(old, force=True)
         keep = set(node.data.values())
         for volume in t.anonymous_volumes_of(old.request, old.volumes).values():
@@ -456,16 +482,26 @@ class _Walker:
 
     # ---- in a forked helper (compose/helpers.py) ---------------------------------------------
 
+    def container_stopped(self, node_id: str, container_id: str | None) -> None:
+        """The removal `node_id` stopped its container (see compose/retirement.py); in a
+        helper, told to the walker it was forked from."""
+        if self._notify is not None:
+            self._notify({"stopped": node_id, "container": container_id})
+        else:
+            self.retirements.container_stopped(node_id, container_id)
+
     @contextlib.contextmanager
-    def as_helper(self) -> Iterator[None]:
+    def as_helper(self, notify: Callable[[dict[str, Any]], None]) -> Iterator[None]:
         """This walker, in a helper forked from it, for the helper's lifetime: its own engine
-        (a database connection must not cross a fork), no helpers of its own, and the names
-        of leaving containers published at the end if the walker defers them too."""
+        (a database connection must not cross a fork), no helpers of its own, news for the
+        walker sent through `notify`, and the names of leaving containers published at the
+        end if the walker defers them too."""
         from engine import Engine
 
         deferring = "networks" in vars(self.engine) and self.engine.networks.dns.deferring
         self.engine = Engine(self.engine.layout.root)
         self.helpers = None
+        self._notify = notify
         _touch_parts(self.engine, self.plan)
         with (self.engine.networks.dns.removals_deferred() if deferring
               else contextlib.nullcontext()):

@@ -13,7 +13,8 @@ settings, and runs the very step the walker would (`_Walker.run_removal`) in the
 walker sets up for it (`_Walker.as_helper`: an engine of its own, since a database
 connection must not cross a fork), a thread per request, so that its removals' waits
 overlap as the walker's do. Requests and answers are JSON lines on a socket pair:
-`{"id": N, "node": ID}` one way, `{"id": N}` (done) or `{"id": N, <failure>}` the other.
+`{"id": N, "node": ID}` one way, `{"id": N}` (done) or `{"id": N, <failure>}` the other,
+with news between them (`{"stopped": ID, "container": ...}`: see compose/retirement.py).
 An engine error comes back as the same class and message, an OSError as an OSError;
 anything else is a bug, raised here with the helper's traceback. The parallel limit counts
 a helper's steps like the walker's own (they are waited for inside `call`).
@@ -34,6 +35,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AbstractContextManager
 
     from compose.plan import PlanNode
@@ -46,9 +48,12 @@ MAX_HELPERS = 3
 class Walk(Protocol):
     """What a helper needs of the walker it was forked from."""
 
-    def as_helper(self) -> AbstractContextManager[None]: ...
+    def as_helper(self, notify: Callable[[dict[str, Any]], None]
+                  ) -> AbstractContextManager[None]: ...
 
     def run_removal(self, node_id: str) -> None: ...
+
+    def container_stopped(self, node_id: str, container_id: str | None) -> None: ...
 
 
 class Helpers:
@@ -96,9 +101,10 @@ class Helpers:
 class Link:
     """One helper process and the socket to it."""
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
+    def __init__(self, pid: int, sock: socket.socket, walk: Walk) -> None:
         self.pid = pid
         self.sock = sock
+        self.walk = walk
         self.done = 0  # steps it ran
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
@@ -119,7 +125,7 @@ class Link:
             finally:
                 os._exit(status)  # not the parent's atexit handlers, nor its stdio buffers
         theirs.close()
-        return cls(pid, ours)
+        return cls(pid, ours, walk)
 
     def run(self, node: PlanNode) -> None:
         """Has the helper run `node`'s removal; raises what the step raised there."""
@@ -151,6 +157,9 @@ class Link:
             with self.sock.makefile("rb") as replies:
                 for line in replies:
                     reply = json.loads(line)  # (a torn last line: the helper died)
+                    if "stopped" in reply:  # news, not an answer
+                        self.walk.container_stopped(reply["stopped"], reply["container"])
+                        continue
                     with self._lock:
                         waiting = self._pending.pop(reply["id"], None)
                     if waiting is not None:
@@ -242,19 +251,22 @@ def serve(walk: Walk, sock: socket.socket) -> None:
     send = threading.Lock()
     threads = []
 
+    def say(message: dict[str, Any]) -> None:
+        with send:
+            try:
+                sock.sendall((json.dumps(message) + "\n").encode())
+            except OSError:
+                pass  # the walker is gone; the removal is done all the same
+
     def remove(request: dict[str, Any]) -> None:
         try:
             walk.run_removal(request["node"])
             reply: dict[str, Any] = {"id": request["id"]}
         except BaseException as error:  # sent back, raised there
             reply = {"id": request["id"], **failure(error)}
-        with send:
-            try:
-                sock.sendall((json.dumps(reply) + "\n").encode())
-            except OSError:
-                pass  # the walker is gone; the removal is done all the same
+        say(reply)
 
-    with walk.as_helper(), sock.makefile("rb") as requests:
+    with walk.as_helper(say), sock.makefile("rb") as requests:
         for line in requests:
             thread = threading.Thread(target=remove, args=(json.loads(line),))
             thread.start()

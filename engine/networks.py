@@ -30,7 +30,7 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,6 +134,7 @@ class Networks(Endpoints):
         self.ipam = Ipam(store, pools)
         self.dns = dns or Dns(layout, store)
         self.egress = egress or Egress(layout)
+        self._retired: set[str] = set()  # ids of networks `retire` took down
         store.ensure_schema(SCHEMA)
 
     # ------------------------------------------------------------------ records
@@ -302,6 +303,7 @@ class Networks(Endpoints):
         if not bridge_gone() and self.complete(net):
             return
         with self._host_lock():  # a creation in progress finishes first
+            self._retired.discard(net.id)  # built again: a removal takes it down again
             gone = bridge_gone()
             if gone:
                 netdevs.make_bridge(net.bridge, self.ipam.config(net.id), net.mtu)
@@ -324,15 +326,35 @@ class Networks(Endpoints):
                            "disconnect or remove those containers first")
         self._teardown(net.id, net.bridge)
 
+    def retire(self, ref: str, leaving: Collection[str]) -> bool:
+        """Takes down what a network about to be removed has outside the store (names,
+        firewall rules, bridge), ahead of `remove_network`, once every container on it is
+        one of `leaving` (ids of containers whose processes have ended, on their way out):
+        the kernel's ~20-60 ms for the bridge then overlaps with their release instead of
+        following it. False (nothing done) when another container is on it. The record
+        stays: should the removal not follow, the next connect rebuilds what went (see
+        `_repair`)."""
+        net = self.get(ref)
+        if any(ep.container_id not in leaving for ep in self.endpoints(network=net.id)):
+            return False
+        self._take_down(net.id, net.bridge)
+        self._retired.add(net.id)
+        return True
+
     def _teardown(self, network_id: str, bridge: str) -> None:
         """Names, firewall rules, bridge, and the record last: killed half-way, the record
         is still there (marked unfinished) for the next removal to finish."""
-        # Independent steps, side by side: the kernel takes ~50 ms to delete a bridge, nft
-        # ~15 ms to drop the rules, the resolver ~15 ms to let the network go.
+        if network_id not in self._retired:  # (listing the firewall rules again: ~10 ms)
+            self._take_down(network_id, bridge)
+        self._forget(network_id)
+
+    def _take_down(self, network_id: str, bridge: str) -> None:
+        # Independent steps, side by side: the kernel takes ~20-60 ms to delete a bridge
+        # (two RCU barriers), nft ~15 ms to drop the rules, the resolver ~15 ms to let the
+        # network go. Each is a no-op when done already.
         _side_by_side(lambda: self.dns.remove_network(network_id),
                       lambda: self.egress.remove(network_id),
                       lambda: netdevs.delete_link(bridge))
-        self._forget(network_id)
 
     def _forget(self, network_id: str) -> None:
         """The network's records: endpoints, the network, its subnet and leases."""

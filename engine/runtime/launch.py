@@ -369,12 +369,24 @@ def stop(container_dir: str | os.PathLike[str], timeout: float | None = None) ->
         request: dict = {"op": "stop"}
         if timeout is not None:
             request["timeout"] = timeout
-        with contextlib.suppress(Conflict):
+        # (A shim already stopping, asked before, may close on us: ConnectionError.)
+        with contextlib.suppress(Conflict, ConnectionError):
             _request(path, request)
         _wait_shim_gone(before)
     elif now.status == "dead":
         _kill_leftovers(path)
     return state(path)
+
+
+def request_stop(container_dir: str | os.PathLike[str], timeout: float | None = None) -> None:
+    """Asks the shim to stop the container (as `stop` does: stop signal, `timeout` seconds
+    of grace, SIGKILL) and returns at once; `stop` later waits for it. Nothing happens when
+    no shim runs."""
+    request: dict = {"op": "stop"}
+    if timeout is not None:
+        request["timeout"] = timeout
+    with contextlib.suppress(Conflict, OSError), _connected(os.fspath(container_dir)) as sock:
+        sock.sendall((st.dumps(request) + "\n").encode())
 
 
 def attach_stdin(container_dir: str | os.PathLike[str]) -> int:

@@ -390,6 +390,38 @@ def test_egress_is_masqueraded_and_internal_is_not_forwarded(env) -> None:
                 ipr.link("del", index=index)
 
 
+def test_retire_goes_ahead_only_when_every_container_on_it_is_leaving(env) -> None:
+    net = env.nets.create_network("front")
+    env.nets.connect("front", C1, env.ns("a"))
+    env.nets.connect("front", C2, env.ns("b"))
+    assert env.nets.retire("front", {C1}) is False  # C2 stays: nothing is taken down
+    assert net.bridge in links()
+    if env.nets.egress.available:
+        assert env.nets.egress.rules()
+    assert env.nets.retire("front", {C1, C2}) is True
+    assert net.bridge not in links()
+    if env.nets.egress.available:
+        assert env.nets.egress.rules() == []
+    assert env.nets.get("front").id == net.id  # the record stays for remove_network
+    for container_id in (C1, C2):
+        env.nets.disconnect("front", container_id)
+    env.nets.remove_network("front")
+    assert env.nets.list() == []
+
+
+def test_a_retired_network_that_stays_is_rebuilt_on_connect(env) -> None:
+    net = env.nets.create_network("front")
+    env.nets.connect("front", C1, env.ns("a"))
+    assert env.nets.retire("front", {C1})
+    env.nets.disconnect("front", C1)
+    # the removal did not follow (its containers' removal failed): a later connect works
+    b, c = env.ns("b"), env.ns("c")
+    env.nets.connect("front", C2, b)
+    ec = env.nets.connect("front", C3, c)
+    assert net.bridge in links()
+    assert tcp_exchange(c, b, str(ec.ipv4)) == b"PING"
+
+
 def test_missing_bridge_is_restored_on_connect(env) -> None:
     """After a reboot the store still has the network but the kernel has no bridge."""
     net = env.nets.create_network("front")

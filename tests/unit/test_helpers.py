@@ -65,16 +65,24 @@ class FakeWalk:
 
     def __init__(self, marker: str) -> None:
         self.marker = marker  # a file the helper writes when its scope ends
+        self.stopped = []  # news the walker got (here, in the parent)
 
     @contextlib.contextmanager
-    def as_helper(self) -> Iterator[None]:
+    def as_helper(self, notify) -> Iterator[None]:
+        self.notify = notify
         yield
         with open(self.marker, "w") as f:
             f.write(str(os.getpid()))
 
+    stopped: list[tuple[str, str | None]]
+
+    def container_stopped(self, node_id: str, container_id: str | None) -> None:
+        self.stopped.append((node_id, container_id))
+
     def run_removal(self, node_id: str) -> None:
         kind, _, arg = node_id.partition(":")
         if kind == "sleep":
+            self.notify({"stopped": node_id, "container": "c-" + arg})
             time.sleep(float(arg))
         elif kind == "conflict":
             raise Conflict(arg)
@@ -116,6 +124,7 @@ def test_requests_run_side_by_side_and_answers_find_their_callers(link: helpers.
     failed = results["conflict:x is busy"]
     assert isinstance(failed, Conflict) and str(failed) == "x is busy"
     assert link.done == 4
+    assert sorted(link.walk.stopped) == [("sleep:0.4", "c-0.4")] * 3  # type: ignore[attr-defined]
     link.close()
     # the helper's scope ended (its deferred work done) before it exited, and it did exit
     assert (tmp_path / "ended").read_text() == str(link.pid)
