@@ -101,7 +101,6 @@ def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
 
         # Forked now, while this is the only thread (see compose/helpers.py).
         walker.helpers = Helpers.fork(walker, removals, walker.settings.parallel)
-    interrupted = False
     try:
         if sum(n.kind == "container" and n.action in STARTS for n in plan.nodes) < 2:
             outcome = walker.run()
@@ -112,12 +111,14 @@ def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
             # instead of a fresh interpreter per shim (~35 ms of CPU each).
             with launch.forkserver():
                 outcome = walker.run()
-    except KeyboardInterrupt:
-        interrupted = True  # (a second Ctrl-C leaves at once: the helpers end on their own)
-        raise
     finally:
+        # What is still going ends first (the steps have): a network's early take-down
+        # whose removal did not come (a failure, Ctrl-C), the helpers. Not after a second
+        # Ctrl-C: that leaves at once, and they end on their own.
+        if not walker.left:
+            walker.retirements.wait_all()
         if walker.helpers is not None:
-            walker.helpers.close(wait=not interrupted)
+            walker.helpers.close(wait=not walker.left)
     if walker.helpers is not None:
         outcome.helped = sum(link.done for link in walker.helpers.links)
     return outcome
@@ -159,6 +160,7 @@ class _Walker:
         self.helpers: Helpers | None = None  # forked helpers that take removals
         self._notify: Callable[[dict[str, Any]], None] | None = None  # set in a helper
         self._asked: set[str] = set()  # removals whose container was asked to stop
+        self.left = False  # a second Ctrl-C: steps (and helpers) left to end on their own
         self.retirements = Retirements(plan, lambda name, stopped: (
             self.engine.networks.retire(name, stopped)))
 
@@ -191,6 +193,7 @@ class _Walker:
 
         def interrupted(signum: int, frame: Any) -> None:
             if self.stopping.is_set():
+                self.left = True
                 raise KeyboardInterrupt  # the second Ctrl-C: leave at once
             self.stopping.set()
             self._ended.put((None, None))  # SimpleQueue.put is safe in a signal handler
@@ -260,8 +263,10 @@ class _Walker:
         step, in a worker among many, would ask only once it has its turn for the CPU (in
         `down` of 20 the last asked ~100-150 ms into the walk; a network goes as soon as its
         containers have stopped, see compose/retirement.py). Not for a service with pre_stop
-        hooks: they run first, in the step. Once per node."""
-        if (node.kind, node.action) != ("container", "remove") or node.id in self._asked:
+        hooks: they run first, in the step. Once per node, and not under a parallel limit
+        (it would ask them all at once)."""
+        if (node.kind, node.action) != ("container", "remove") or node.id in self._asked \
+                or self.settings.parallel > 0:
             return
         self._asked.add(node.id)
         service = self.project.services.get(node.service) if self.project else None

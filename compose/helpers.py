@@ -85,11 +85,13 @@ class Helpers:
 
     def take(self, node: PlanNode) -> Link | None:
         """The helper that runs `node`, or None when the walker runs it itself: turns go
-        round the walker and its helpers."""
+        round the walker and its helpers. A helper that has ended gets no more turns (the
+        walker runs them: only the steps it had fail)."""
         with self._lock:
             turn = self._turn
             self._turn = (turn + 1) % (len(self.links) + 1)
-        return self.links[turn - 1] if turn else None
+        link = self.links[turn - 1] if turn else None
+        return None if link is None or link.ended else link
 
     def close(self, *, wait: bool = True) -> None:
         """Tells the helpers there is no more; with `wait`, waits for them to end (without,
@@ -151,6 +153,11 @@ class Link:
             raise _gone(self.pid)
         self.done += 1
         raise_failure(answer[0], self.pid)
+
+    @property
+    def ended(self) -> bool:
+        """Its answers ended: it is gone."""
+        return self._ended
 
     def _read(self) -> None:
         try:
@@ -247,7 +254,10 @@ def serve(walk: Walk, sock: socket.socket) -> None:
     """Runs the removals asked for on `sock` until it is closed, then waits for them."""
     import signal
 
+    from engine import store
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    store.close_inherited()  # before the helper's engine opens its own (see there)
     send = threading.Lock()
     threads = []
 

@@ -32,7 +32,8 @@ class Retirements:
         self._stopped: set[str] = set()          # container ids
         self._threads: dict[str, threading.Thread] = {}
         for node in plan.nodes:
-            if (node.kind, node.action) != ("network", "remove") or not node.after:
+            if (node.kind, node.action) != ("network", "remove") or not node.after \
+                    or node.soft:
                 continue
             if all((plan.node(d).kind, plan.node(d).action) == ("container", "remove")
                    for d in node.after):
@@ -64,6 +65,13 @@ class Retirements:
             self._retire(network, stopped)
         except Exception:
             pass  # the removal step does it all again, and reports what fails
+
+    def wait_all(self) -> None:
+        """Waits for every take-down still going (one whose removal step did not come)."""
+        with self._lock:
+            threads, self._threads = list(self._threads.values()), {}
+        for thread in threads:
+            thread.join()
 
     def wait(self, node_id: str) -> None:
         """Before the removal `node_id`: its network's early take-down, if one started."""

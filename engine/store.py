@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ class _WriterLock:
         self.path = path.with_name(path.name + ".writer")
         self.thread_lock = threading.RLock()
         self.depth = 0
+        self.owner: int | None = None  # the thread inside `held`
         self.fd: int | None = None
 
     @contextmanager
@@ -45,13 +47,16 @@ class _WriterLock:
         with self.thread_lock:
             if self.depth == 0:
                 self._lock_file()
+                self.owner = threading.get_ident()
             self.depth += 1
             try:
                 yield
             finally:
                 self.depth -= 1
-                if self.depth == 0 and self.fd is not None:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                if self.depth == 0:
+                    self.owner = None
+                    if self.fd is not None:
+                        fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def _lock_file(self) -> None:
         if self.fd is None:
@@ -60,6 +65,25 @@ class _WriterLock:
             except OSError:
                 return  # (a read-only root): SQLite's busy timeout alone, as before
         fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def after_fork(self) -> None:
+        """In a forked child. The parent's description is not ours to keep: an flock is
+        the description's, so one the parent holds when it dies would stay held as long
+        as a child keeps it open, and this child's own next write, through a description
+        of its own, would wait for it for ever. Closing our copy leaves the parent's lock
+        alone; the next write here opens a description of this process's own. A thread
+        lock another thread held is a fresh one here (that thread is gone), unless the
+        forking thread itself is inside `held`: it leaves as usual (nothing to unlock)."""
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+        if self.owner != threading.get_ident():
+            self.thread_lock = threading.RLock()
+            self.depth = 0
+            self.owner = None
 
 
 _WRITERS: dict[str, _WriterLock] = {}
@@ -75,14 +99,30 @@ def _writer_lock(path: Path) -> _WriterLock:
         return found
 
 
-def _forget_writer_locks() -> None:
-    """In a forked child: the parent's descriptors would share its locks, not exclude them."""
+def _writer_locks_after_fork() -> None:
+    """In a forked child: see `_WriterLock.after_fork` (a guard another thread held is
+    a fresh one too)."""
     global _WRITERS_GUARD
-    _WRITERS.clear()
     _WRITERS_GUARD = threading.Lock()
+    for lock in _WRITERS.values():
+        lock.after_fork()
 
 
-os.register_at_fork(after_in_child=_forget_writer_locks)
+os.register_at_fork(after_in_child=_writer_locks_after_fork)
+
+_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def close_inherited() -> None:
+    """In a process forked from one that used stores, before it opens connections of its
+    own: closes the connections this thread inherited (the forking thread's; the other
+    threads' went with them). SQLite keeps its file locks' state per process: while an
+    inherited connection is open, a new one to the same file counts on the locks that
+    connection holds, which the kernel holds for the parent only, and takes none itself;
+    the parent's exit could then checkpoint the WAL away under it. Never while a
+    transaction of this thread is open."""
+    for store in list(_STORES):
+        store.close()
 
 
 class Store:
@@ -92,6 +132,7 @@ class Store:
         self._local = threading.local()
         self._schemas: set[str] = set()
         self._writer = _writer_lock(self.path)
+        _STORES.add(self)
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -385,7 +385,9 @@ def request_stop(container_dir: str | os.PathLike[str], timeout: float | None = 
     request: dict = {"op": "stop"}
     if timeout is not None:
         request["timeout"] = timeout
-    with contextlib.suppress(Conflict, OSError), _connected(os.fspath(container_dir)) as sock:
+    # (A bounded wait: it runs before the walk's steps, which a stuck shim must not hold.)
+    with contextlib.suppress(Conflict, OSError), \
+            _connected(os.fspath(container_dir), timeout=1.0) as sock:
         sock.sendall((st.dumps(request) + "\n").encode())
 
 

@@ -18,6 +18,7 @@ import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
 import _socket  # the C module: `socket` imports enum and more
 import os
 import sys
+import time
 
 import state as st
 
@@ -142,6 +143,7 @@ class Control:
         self.drop(conn)
 
     def stop(self, timeout: float) -> None:
+        stopping = self.manual_stop and "kill" in self.timers  # asked before, in its grace
         self.manual_stop = True
         if self.state["status"] == "restarting":
             self.timers.pop("restart", None)
@@ -151,6 +153,12 @@ class Control:
             return
         if timeout == 0:
             self.hard_kill()
+            return
+        if stopping:
+            # The stop signal went once (a second one means "quit now" to some programs);
+            # the sooner deadline holds (`down` asks ahead, then each step asks again).
+            if timeout > 0 and time.monotonic() + timeout < self.timers["kill"][0]:
+                self.set_timer("kill", timeout, self.hard_kill)
             return
         try:
             os.kill(self.pid, int(self.opts.get("stop_signal", signal.SIGTERM)))

@@ -201,7 +201,10 @@ def test_create_stop_start_restart_kill_pause_rm(shipyard: Shipyard) -> None:
     assert json.loads(shipyard("ps", "--format", "json", "db")[1])["CreatedAt"] == before
 
     shipyard("kill", "-s", "KILL", "web")
-    _wait_for(lambda: shipyard.states()["demo-web-1"] == "exited")
+    # (`kill` sends the signal; both replicas exit on their own time, and `rm` without -s
+    # takes only stopped ones)
+    _wait_for(lambda: shipyard.states()["demo-web-1"] == shipyard.states()["demo-web-2"]
+              == "exited")
     _, out, _ = shipyard("ps", "-a", "--filter", "status=exited")
     assert "demo-web-1" in out and "Exited (137)" in out
     shipyard("rm", "-f", "web")

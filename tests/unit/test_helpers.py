@@ -88,6 +88,25 @@ class FakeWalk:
             raise Conflict(arg)
         elif kind == "die":
             os._exit(9)
+        elif kind == "locks":  # the file locks a connection opened here holds on `arg`
+            from engine.store import Store
+
+            Store(arg).query("SELECT count(*) FROM t")
+            self.notify({"stopped": node_id, "container": str(locks_on(arg, os.getpid()))})
+
+
+def locks_on(path: str, pid: int) -> int:
+    """How many POSIX locks `pid` holds on the file at `path` (/proc/locks)."""
+    inode = os.stat(path).st_ino
+    count = 0
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == "->":  # a waiter
+                continue
+            if fields[4] == str(pid) and fields[5].rsplit(":", 1)[1] == str(inode):
+                count += 1
+    return count
 
 
 def node(node_id: str) -> SimpleNamespace:
@@ -154,7 +173,7 @@ def test_a_helper_that_dies_fails_what_it_had(link: helpers.Link) -> None:
 
 
 def test_turns_go_round_the_walker_and_its_helpers() -> None:
-    links = [SimpleNamespace(name="h1"), SimpleNamespace(name="h2")]
+    links = [SimpleNamespace(name="h1", ended=False), SimpleNamespace(name="h2", ended=False)]
     group = helpers.Helpers(links)  # type: ignore[arg-type]
     chosen = [group.take(node(str(i))) for i in range(6)]  # type: ignore[arg-type]
     assert [getattr(c, "name", None) for c in chosen] == [None, "h1", "h2"] * 2
@@ -172,3 +191,77 @@ def test_no_helper_for_few_removals_a_parallel_limit_of_one_or_another_thread() 
     finally:
         stop.set()
         other.join()
+
+
+def test_a_helper_that_has_ended_gets_no_more_turns(link: helpers.Link) -> None:
+    group = helpers.Helpers([link])
+    assert [group.take(node(str(i))) for i in range(2)] == [None, link]  # type: ignore[arg-type]
+    with pytest.raises(Error):
+        link.run(node("die:"))  # type: ignore[arg-type]
+    assert [group.take(node(str(i))) for i in range(4)] == [None] * 4  # type: ignore[arg-type]
+
+
+def test_a_helpers_own_database_connection_holds_its_own_locks(tmp_path) -> None:
+    from engine.store import Store
+
+    db = str(tmp_path / "db")
+    store = Store(db)  # the walker's connection, open across the fork
+    store.ensure_schema("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    assert locks_on(db, os.getpid()) > 0  # (WAL: a connection holds a shared lock)
+    walk = FakeWalk(str(tmp_path / "ended"))
+    made = helpers.Link.fork(walk)
+    try:
+        made.run(node("locks:" + db))  # type: ignore[arg-type]
+    finally:
+        made.close()
+    # Not 0: with the inherited connection open, SQLite would count on its locks (which
+    # the kernel holds for this process only), and the parent's exit could checkpoint the
+    # WAL away under the helper.
+    [(_, held)] = walk.stopped
+    assert int(held) > 0
+
+
+def test_a_writer_killed_in_a_transaction_leaves_its_helpers_free_to_write(tmp_path) -> None:
+    """The writer lock's flock belongs to an open file description, which a forked helper
+    shares: the parent's lock must not outlive the parent in the helper (it waited for
+    it for ever, and so did every later writer)."""
+    import select
+    import signal
+
+    from engine.store import Store
+
+    db = str(tmp_path / "db")
+    start_r, start_w = os.pipe()
+    done_r, done_w = os.pipe()
+    helper_pid = -1
+    cli = os.fork()
+    if cli == 0:  # the CLI: forks its helper, then is killed while it writes
+        try:
+            store = Store(db)
+            store.ensure_schema("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+            pid = os.fork()
+            if pid == 0:  # the helper: writes once the CLI is gone
+                os.read(start_r, 1)
+                with Store(db).tx() as conn:
+                    conn.execute("INSERT INTO t VALUES (2)")
+                os.write(done_w, b"w")
+                os._exit(0)
+            os.write(done_w, str(pid).encode().rjust(10))
+            with store.tx() as conn:
+                conn.execute("INSERT INTO t VALUES (1)")
+                os.write(start_w, b"x")
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    try:
+        assert os.waitpid(cli, 0)[1] == signal.SIGKILL
+        helper_pid = int(os.read(done_r, 10))
+        ready, _, _ = select.select([done_r], [], [], 5.0)
+        assert ready and os.read(done_r, 1) == b"w"
+        assert Store(db).query("SELECT x FROM t")[0][0] == 2  # the CLI's write rolled back
+    finally:
+        if helper_pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper_pid, signal.SIGKILL)
+        for fd in (start_r, start_w, done_r, done_w):
+            os.close(fd)

@@ -69,3 +69,30 @@ def test_a_failing_take_down_is_left_to_the_removal_step() -> None:
     retirements.container_stopped(a.id, "a-id")
     retirements.wait(net.id)  # does not raise
     assert calls.calls == [("p_default", frozenset({"a-id"}))]
+
+
+def test_a_removal_with_a_soft_dependency_is_left_to_its_step() -> None:
+    a, other = removal("a"), removal("b")
+    net = PlanNode("network", "remove", "p_default", after=(a.id,), soft=(other.id,))
+    calls = Calls()
+    retirements = Retirements(plan_of(a, other, net), calls)
+    retirements.container_stopped(a.id, "a-id")
+    retirements.wait(net.id)
+    assert calls.calls == []
+
+
+def test_wait_all_waits_for_a_take_down_whose_removal_never_came() -> None:
+    a = removal("a")
+    net = PlanNode("network", "remove", "p_default", after=(a.id,))
+    release = threading.Event()
+    done: list[str] = []
+
+    def slow(name: str, stopped: frozenset[str]) -> None:
+        release.wait(5)
+        done.append(name)
+
+    retirements = Retirements(plan_of(a, net), slow)
+    retirements.container_stopped(a.id, "a-id")
+    threading.Timer(0.2, release.set).start()
+    retirements.wait_all()  # (the removal step was skipped: a's removal failed after)
+    assert done == ["p_default"]
