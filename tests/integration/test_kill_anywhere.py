@@ -135,3 +135,21 @@ def test_killing_down_anywhere_converges(cli: Cli) -> None:
         cli.kill_after(0.05 + full * point / POINTS, "down", "-v", "-t", "0")
         cli.run("down", "-v", "-t", "0")
         assert cli.leftovers() == {}, f"kill point {point}"
+
+
+def test_killing_down_with_a_forked_helper_anywhere_converges(cli: Cli) -> None:
+    # Enough services for `down` to fork a helper (compose/helpers.py): killed, the CLI
+    # leaves its helper finishing the removals it had, holding the project lock it
+    # inherited; the next `down` waits for it and converges.
+    from compose import helpers
+
+    (cli.project / "compose.yaml").write_text("services:\n" + "".join(
+        f"  s{i}:\n    image: busybox\n    command: [\"sh\", \"-c\", '{LOOP}']\n"
+        for i in range(helpers.MIN_REMOVALS + 2)))
+    cli.run("up", "-d")
+    full = _duration(cli, "down", "-t", "0")
+    for point in range(POINTS):
+        cli.run("up", "-d")
+        cli.kill_after(0.05 + full * point / POINTS, "down", "-t", "0")
+        cli.run("down", "-t", "0")
+        assert cli.leftovers() == {}, f"kill point {point}"
