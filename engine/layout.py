@@ -9,7 +9,7 @@ different roots (e.g. tests side by side) never share one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import sha256
@@ -23,16 +23,16 @@ class Layout:
     """Every path of one engine root."""
 
     root: Path
+    # Per-root runtime directory in /run (tmpfs on most hosts), named by a digest of the
+    # root: made once here (a release asks for it ~5 times per container).
+    run: Path = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", Path(RUN_BASE) / sha256.hexdigest(str(self.root))[:12])
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> Layout:
         return cls(Path(root).absolute())
-
-    @property
-    def run(self) -> Path:
-        """Per-root runtime directory on tmpfs."""
-        digest = sha256.hexdigest(str(self.root))[:12]
-        return Path(RUN_BASE) / digest
 
     @property
     def database(self) -> Path:
