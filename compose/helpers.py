@@ -117,7 +117,12 @@ class Link:
     @classmethod
     def fork(cls, walk: Walk) -> Link:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # (EAGAIN, ENOMEM): no helper, and no sockets left open
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:  # the helper: never returns
             status = 1
             try:

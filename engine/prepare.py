@@ -250,8 +250,8 @@ def run_files(engine: Engine, container: Container) -> Path:
 
 def etc_files(container: Container, ips: list[str], gateway: str | None,
               into: Path) -> dict[str, str]:
-    """Writes the container's hosts, hostname and resolv.conf into `into`; returns their
-    paths by name (bind-mounted over /etc/...)."""
+    """Writes the container's hosts, hostname and resolv.conf into `into` (an existing
+    directory); returns their paths by name (bind-mounted over /etc/...)."""
     from engine import dns
 
     request = container.request
@@ -264,7 +264,6 @@ def etc_files(container: Container, ips: list[str], gateway: str | None,
         "resolv.conf": dns.resolv_conf(gateway, request.dns, request.dns_search,
                                        request.dns_options),
     }
-    into.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, text in files.items():
         path = into / name

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from compose.cli import Context
     from engine import Engine
     from engine.containers import Container
+    from engine.runtime.logs import LogEntry
 
 HELP = "Manage containers (run, ls, logs, exec, stop, rm, ...)"
 
@@ -131,17 +132,24 @@ def _attached(ctx: Context, container: Container) -> int:
     """Streams the container's output until it exits; its exit code. Ctrl-C here is the
     container's, as with Docker's attached run: passed on as SIGINT (its program decides),
     and only one more than INTERRUPTS_PASSED_ON leaves without it."""
+    import itertools
+
     from engine.errors import Error
-    from engine.runtime import launch
+    from engine.runtime import launch, logs
 
     path = str(container.directory)
-    tail: int | None = None  # all of it; after an interrupt, only what comes next
+    # What a terminal types is echoed through the log: follow it closely then.
+    poll = 0.01 if container.request.config.tty else 0.05
+    # Entries printed so far: after an interrupt (which ends the follower) the next one
+    # goes on after them, so nothing written meanwhile (the program's answer to SIGINT, or
+    # what it wrote just before and was not shown yet) is lost.
+    shown = 0
     interrupts = 0
     while True:
         try:
-            # What a terminal types is echoed through the log: follow it closely then.
-            _print_logs(ctx, container, follow=True, tail=tail, timestamps=False,
-                        poll=0.01 if container.request.config.tty else 0.05)
+            for entry in itertools.islice(logs.follow(path, poll=poll), shown, None):
+                _write_entry(ctx, entry, timestamps=False)
+                shown += 1
             return launch.wait(path)
         except KeyboardInterrupt:
             interrupts += 1
@@ -149,7 +157,6 @@ def _attached(ctx: Context, container: Container) -> int:
                 raise
             with contextlib.suppress(Error):
                 launch.kill(path, "INT")
-            tail = 0
 
 
 def _each(args: argparse.Namespace, ctx: Context, action: Any) -> int:
@@ -357,19 +364,21 @@ def _inspect(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
 
 
 def _print_logs(ctx: Context, container: Container, *, follow: bool, tail: int | None,
-                timestamps: bool, since: str | None = None, until: str | None = None,
-                poll: float = 0.05) -> None:
+                timestamps: bool, since: str | None = None, until: str | None = None) -> None:
     from engine.runtime import logs
 
     if follow:
-        entries: Any = logs.follow(str(container.directory), tail=tail, since=since,
-                                   poll=poll)
+        entries: Any = logs.follow(str(container.directory), tail=tail, since=since)
     else:
         entries = logs.read(str(container.directory), tail=tail, since=since, until=until)
     for entry in entries:
-        stream = ctx.stdout if entry.stream == "stdout" else ctx.stderr
-        stream.write(f"{entry.time} {entry.text}" if timestamps else entry.text)
-        stream.flush()
+        _write_entry(ctx, entry, timestamps=timestamps)
+
+
+def _write_entry(ctx: Context, entry: LogEntry, *, timestamps: bool) -> None:
+    stream = ctx.stdout if entry.stream == "stdout" else ctx.stderr
+    stream.write(f"{entry.time} {entry.text}" if timestamps else entry.text)
+    stream.flush()
 
 
 def _logs(args: argparse.Namespace, ctx: Context, engine: Engine) -> int:
