@@ -148,8 +148,9 @@ def _attached(ctx: Context, container: Container) -> int:
     while True:
         try:
             for entry in itertools.islice(logs.follow(path, poll=poll), shown, None):
-                _write_entry(ctx, entry, timestamps=False)
+                # Counted first: a Ctrl-C between the two must not print it twice.
                 shown += 1
+                _write_entry(ctx, entry, timestamps=False)
             return launch.wait(path)
         except KeyboardInterrupt:
             interrupts += 1
