@@ -312,6 +312,47 @@ def test_pause_unpause(rt: Runtime) -> None:
     assert final.status == "exited"
 
 
+def test_a_stop_without_grace_kills_every_process_of_the_namespace(rt: Runtime) -> None:
+    # PID 1 of its own namespace: killing it takes the rest (no cgroup freeze needed),
+    # even those that ignore TERM and left its session.
+    d = rt.create("sh", "-c", "trap '' TERM; (trap '' TERM; setsid sleep 300 &); "
+                  "sleep 300 & sleep 300")
+    launch.start(d)
+    cg = cgroups.Cgroup(f"{rt.parent}/{d.name}")
+    wait_for(lambda: len(cg.pids()) == 3)  # (sh execs the last sleep)
+    t = time.monotonic()
+    final = launch.stop(d, timeout=0)
+    assert time.monotonic() - t < 3
+    assert final.exit_code == 137
+    assert not any(os.path.exists(p) for p in cg.dirs())  # emptied, so removed
+
+
+def test_a_stop_without_grace_in_a_shared_pid_namespace_kills_only_its_own(
+        rt: Runtime) -> None:
+    # Not PID 1: its init's death takes nothing with it, the cgroup-wide kill does.
+    host = rt.create("sleep", "300")
+    launch.start(host)
+    pid_ns = f"/proc/{launch.state(host).pid}/ns/pid"
+    guest = rt.create("sh", "-c", "trap '' TERM; sleep 300 & sleep 300",
+                      namespaces={"pid": pid_ns})
+    launch.start(guest)
+    cg = cgroups.Cgroup(f"{rt.parent}/{guest.name}")
+    wait_for(lambda: len(cg.pids()) == 2)
+    assert launch.stop(guest, timeout=0).exit_code == 137
+    assert not any(os.path.exists(p) for p in cg.dirs())
+    assert launch.state(host).status == "running"
+
+
+def test_a_paused_container_stops_without_grace(rt: Runtime) -> None:
+    d = rt.create("sh", "-c", "sleep 300 & sleep 300")
+    launch.start(d)
+    launch.pause(d)
+    t = time.monotonic()
+    final = launch.stop(d, timeout=0)
+    assert time.monotonic() - t < 3
+    assert (final.status, final.exit_code) == ("exited", 137)
+
+
 def test_init_reaper_forwards_signals(rt: Runtime) -> None:
     d = rt.create("sh", "-c", "echo pid=$$; exec sleep 60", init=True)
     launch.start(d)
