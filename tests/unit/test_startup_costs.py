@@ -152,6 +152,28 @@ def test_a_command_that_makes_no_dataclass_does_not_import_dataclasses(
     assert run_python(program, tmp_path).stdout.endswith("False False\n")
 
 
+def test_dataclasses_imports_inspect_only_for_a_class_without_a_docstring(
+        tmp_path: Path) -> None:
+    # The cache stands in for `inspect` while `dataclasses` loads: it needs it only to
+    # write the docstring of a class that has none, as it would without the stand-in.
+    program = ("import sys\nfrom compose import codecache\ncodecache.install()\n"
+               f"{CLASS}\nprint('inspect' in sys.modules)\n"
+               "@dataclass\nclass Bare:\n    x: int\n    y: str = ''\n"
+               "print(Bare.__doc__, 'inspect' in sys.modules)\n"
+               "import inspect\nprint(type(inspect).__name__, inspect.isclass(Bare))")
+    assert run_python(program, tmp_path).stdout == (
+        "False\nBare(x: int, y: str = '') True\nmodule True\n")
+
+
+def test_the_steps_of_up_and_down_do_not_import_inspect() -> None:
+    loaded = loaded_after("from compose import codecache\ncodecache.install()\n"
+                          "import compose.commands.up, compose.commands.down, compose.execute, "
+                          "compose.reconcile, compose.observe, compose.helpers, "
+                          "engine.containers, engine.networks, engine.volumes, engine.images")
+    assert "dataclasses" in loaded
+    assert not {"inspect", "ast", "dis", "tokenize"} & loaded
+
+
 def test_the_cli_process_caches_and_prints_the_same(tmp_path: Path) -> None:
     compose_file = tmp_path / "compose.yaml"
     compose_file.write_text("services:\n  web:\n    image: nginx\n    ports: ['80:80']\n")
