@@ -20,10 +20,11 @@ import contextlib
 import queue
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from compose import stopahead
 from compose import translate as t
 from compose.conditions import wait_service
 from compose.hooks import post_start, pre_stop
@@ -91,9 +92,11 @@ class Outcome:
 
 
 def run(engine: Engine, project: Project | None, plan: Plan, progress: Progress,
-        settings: Settings | None = None) -> Outcome:
-    """Executes `plan` to the end and returns what happened."""
+        settings: Settings | None = None, *, asked: Iterable[str] = ()) -> Outcome:
+    """Executes `plan` to the end and returns what happened. `asked`: the removals whose
+    containers were asked to stop already (compose/stopahead.py)."""
     walker = _Walker(engine, project, plan, progress, settings or Settings())
+    walker._asked.update(asked)
     _touch_parts(engine, plan)
     removals = sum((n.kind, n.action) == ("container", "remove") for n in plan.nodes)
     if removals:
@@ -262,18 +265,10 @@ class _Walker:
         """Asks the container of a removal that may start now to stop, here and now: its
         step, in a worker among many, would ask only once it has its turn for the CPU (in
         `down` of 20 the last asked ~100-150 ms into the walk; a network goes as soon as its
-        containers have stopped, see compose/retirement.py). Not for a service with pre_stop
-        hooks: they run first, in the step. Once per node, and not under a parallel limit
-        (it would ask them all at once)."""
-        if (node.kind, node.action) != ("container", "remove") or node.id in self._asked \
-                or self.settings.parallel > 0:
-            return
-        self._asked.add(node.id)
-        service = self.project.services.get(node.service) if self.project else None
-        if node.old and not (service and service.pre_stop):
-            from engine.runtime import launch
-
-            launch.request_stop(self.engine.layout.container(node.old), self.settings.timeout)
+        containers have stopped, see compose/retirement.py). See compose/stopahead.py."""
+        if self.settings.parallel <= 0:
+            stopahead.ask(self.engine, self.project, (node,), self.settings.timeout,
+                          self._asked)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """An engine call, counted against the `parallel` limit."""

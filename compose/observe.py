@@ -106,11 +106,14 @@ def project_containers(engine: Engine, project_name: str, services: Iterable[str
     return sorted(map(describe, found), key=lambda c: (c.service, c.oneoff, c.number, c.created))
 
 
-def observe(engine: Engine, project_name: str, images: Iterable[str] = ()) -> Observed:
-    """Everything of `project_name` the engine holds: its containers (one-offs too), every
+def observe(engine: Engine, project_name: str, images: Iterable[str] = (),
+            containers: Iterable[ObservedContainer] | None = None) -> Observed:
+    """Everything of `project_name` the engine holds: its containers (one-offs too; or
+    `containers`, when the caller has just listed them with `project_containers`), every
     network and volume (by name: desired ones may predate the labels, e.g. external), and
     the ids of those `images` that are present."""
-    containers = project_containers(engine, project_name, oneoff=None)
+    if containers is None:
+        containers = project_containers(engine, project_name, oneoff=None)
     networks = {n.name: ObservedNetwork(n.name, n.id, n.labels)
                 for n in engine.networks.list()}
     volumes = {v.name: ObservedVolume(v.name, v.labels, v.anonymous)

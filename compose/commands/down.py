@@ -29,10 +29,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     import dataclasses
     import shutil
 
-    from compose import execute, reconcile
+    from compose import reconcile, stopahead
     from compose import translate as t
+    from compose.cli import parallel_limit
     from compose.lock import project_lock
-    from compose.observe import observe, present_images
+    from compose.observe import Observed, observe, present_images, project_containers
     from compose.progress import for_flags
     from compose.project import load_if_present
     from engine.errors import Error
@@ -41,26 +42,35 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     name, project = load_if_present(args, ctx)
     engine = ctx.engine()
     progress = for_flags(args, ctx.stderr)
+    parallel = parallel_limit(args, ctx)
+    options = reconcile.DownOptions(remove_orphans=args.remove_orphans, volumes=args.volumes,
+                                    rmi=args.rmi)
     images = [t.default_image(project, s) for s in project.services.values()] if project else []
     with project_lock(engine.layout, name, say=progress.message):
-        observed = observe(engine, name, images=images)
+        containers = project_containers(engine, name, oneoff=None)
+        asked: set[str] = set()
+        if not args.dry_run and parallel <= 0:
+            # The containers that go first stop while the rest is looked at and the walk
+            # set up (their order is the plan's, which needs only the containers).
+            first = reconcile.down(name, Observed(name, tuple(containers)), project, options)
+            stopahead.ask(engine, project, stopahead.ready(first), args.timeout, asked)
+        observed = observe(engine, name, images=images, containers=containers)
         if args.rmi and not project:  # the images are known from the containers' labels
             observed = dataclasses.replace(observed, images=present_images(
                 engine, [c.labels.get(t.IMAGE, c.image) for c in observed.containers]))
-        plan = reconcile.down(name, observed, project, reconcile.DownOptions(
-            remove_orphans=args.remove_orphans, volumes=args.volumes, rmi=args.rmi))
+        plan = reconcile.down(name, observed, project, options)
         if args.dry_run:
             ctx.stdout.write(plan.text())
             return 0
         for warning in plan.warnings:
             progress.message(f"warning: {warning}")
         if not plan.empty:
-            from compose.cli import parallel_limit
+            from compose import execute
 
             # Everything leaves: the resolver hears of the leaving names once, at the end.
             with engine.networks.dns.removals_deferred():
                 outcome = execute.run(engine, project, plan, progress, execute.Settings(
-                    timeout=args.timeout, parallel=parallel_limit(args, ctx)))
+                    timeout=args.timeout, parallel=parallel), asked=asked)
             progress.close()
             if not outcome.ok:
                 raise Error(execute.report(outcome, plan))

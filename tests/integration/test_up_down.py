@@ -325,3 +325,26 @@ def test_down_of_many_services_shares_the_removals_with_a_forked_helper(
     assert shipyard.inspect() == {}
     _, nets, _ = shipyard("network", "ls")
     assert "blog_" not in nets
+
+
+def test_down_stops_dependents_before_what_they_depend_on(shipyard: Shipyard) -> None:
+    # `down` asks the first containers to stop before it walks the plan: only those that
+    # nothing depends on. web takes 0.5 s to stop: were db asked at the same time, its
+    # line would come first.
+    trap = "trap '{}; echo {} >> /shared/order; exit 0' TERM; while true; do sleep 0.1; done"
+    shipyard.write(textwrap.dedent(f"""
+        services:
+          db:
+            image: busybox
+            command: ["sh", "-c", "{trap.format('true', 'db')}"]
+            volumes: ["./shared:/shared"]
+          web:
+            image: busybox
+            command: ["sh", "-c", "{trap.format('sleep 0.5', 'web')}"]
+            volumes: ["./shared:/shared"]
+            depends_on: [db]
+        """))
+    (shipyard.project / "shared").mkdir()
+    shipyard("up", "-d")
+    shipyard("down", "-t", "5")
+    assert (shipyard.project / "shared" / "order").read_text().split() == ["web", "db"]
