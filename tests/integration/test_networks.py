@@ -466,3 +466,37 @@ def test_networks_removed_at_once_leave_no_firewall_table(env) -> None:
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
                                 text=True).stdout
         assert env.nets.egress.table not in tables
+
+
+def test_veths_of_released_namespaces_are_awaited_together_and_a_held_one_deleted(
+        env) -> None:
+    # netdevs.await_gone: one watching thread for every waiting step; a veth whose
+    # namespace something else keeps alive is deleted once the wait times out.
+    from engine import netdevs
+    from engine.rtnl import Rtnl
+
+    tag = os.urandom(3).hex()
+    pairs = [(f"syw{tag}{i}", env.ns(f"watch{tag}{i}")) for i in range(3)]
+    for name, path in pairs:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with Rtnl() as rt:
+                rt.add_veth(name, "eth0", fd, "02:00:00:00:00:01")
+        finally:
+            os.close(fd)
+    held = os.open(pairs[2][1], os.O_RDONLY | os.O_CLOEXEC)  # keeps that namespace alive
+    try:
+        for _, path in pairs:
+            netns.delete(path, env.layout)
+        results: dict[str, bool] = {}
+        waiters = [threading.Thread(target=lambda n=name, t=timeout: results.update(
+                       {n: netdevs.await_gone(n, t)}))
+                   for (name, _), timeout in zip(pairs, (5.0, 5.0, 0.3), strict=True)]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join(10)
+        assert results == {pairs[0][0]: True, pairs[1][0]: True, pairs[2][0]: False}
+        assert not {name for name, _ in pairs} & links()
+    finally:
+        os.close(held)
