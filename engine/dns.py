@@ -38,6 +38,10 @@ from engine.layout import Layout
 from engine.store import Store, dumps, loads
 
 SERVER = Path(__file__).with_name("dnsserver.py")
+# Imported rather than run as a script, whose source would be compiled on every start (no
+# .pyc for __main__); the path rides along in argv for `ps` and leak checks.
+SERVER_MAIN = (f"import sys; sys.path[:0] = [{str(SERVER.parent)!r}]; import dnsserver; "
+               "dnsserver.run(sys.argv[2:])")
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 START_TIMEOUT_S = 10.0
 
@@ -390,8 +394,8 @@ class Dns:
                                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
                 self._starting = subprocess.Popen(
-                    [sys.executable, "-I", "-S", str(SERVER), "--daemon", "--lock-fd",
-                     str(lock), str(self.dir)],
+                    [sys.executable, "-I", "-S", "-c", SERVER_MAIN, str(SERVER), "--daemon",
+                     "--lock-fd", str(lock), str(self.dir)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
                     pass_fds=(lock,), start_new_session=True, close_fds=True, cwd="/")
             finally:
