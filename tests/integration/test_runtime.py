@@ -232,15 +232,18 @@ def test_stop_within_grace_period_then_sigkill(rt: Runtime) -> None:
 def test_a_stop_asked_ahead_signals_once_and_the_sooner_deadline_holds(rt: Runtime) -> None:
     # `down` asks every container to stop before its steps run (request_stop), then each
     # step asks again (stop): the stop signal goes once, the kill at the sooner deadline.
-    counting = rt.create("sh", "-c", "trap 'echo term' TERM; while true; do sleep 0.1; done")
+    counting = rt.create("sh", "-c", "trap 'echo term' TERM; echo ready; "
+                         "while true; do sleep 0.1; done")
     launch.start(counting)
+    # (a TERM before the trap is set would be lost: PID 1 has no default action)
+    wait_for(lambda: [e.text for e in logs.read(counting)] == ["ready\n"])
     launch.request_stop(counting, timeout=30)
-    wait_for(lambda: [e.text for e in logs.read(counting)] == ["term\n"])
+    wait_for(lambda: [e.text for e in logs.read(counting)] == ["ready\n", "term\n"])
     t = time.monotonic()
     final = launch.stop(counting, timeout=1)
     assert 1 <= time.monotonic() - t < 4  # killed after 1 s, not 30
     assert final.exit_code == 137
-    assert [e.text for e in logs.read(counting)] == ["term\n"]  # signalled once
+    assert [e.text for e in logs.read(counting)] == ["ready\n", "term\n"]  # signalled once
     launch.request_stop(counting)  # no shim any more: nothing happens, no error
 
 

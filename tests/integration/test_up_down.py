@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -331,7 +332,8 @@ def test_down_stops_dependents_before_what_they_depend_on(shipyard: Shipyard) ->
     # `down` asks the first containers to stop before it walks the plan: only those that
     # nothing depends on. web takes 0.5 s to stop: were db asked at the same time, its
     # line would come first.
-    trap = "trap '{}; echo {} >> /shared/order; exit 0' TERM; while true; do sleep 0.1; done"
+    trap = ("trap '{0}; echo {1} >> /shared/order; exit 0' TERM; touch /shared/{1}.ready; "
+            "while true; do sleep 0.1; done")
     shipyard.write(textwrap.dedent(f"""
         services:
           db:
@@ -346,5 +348,10 @@ def test_down_stops_dependents_before_what_they_depend_on(shipyard: Shipyard) ->
         """))
     (shipyard.project / "shared").mkdir()
     shipyard("up", "-d")
+    shared = shipyard.project / "shared"
+    deadline = time.monotonic() + 10  # (a TERM before the trap is set would be lost)
+    while not ((shared / "db.ready").exists() and (shared / "web.ready").exists()):
+        assert time.monotonic() < deadline, "the services did not set their traps"
+        time.sleep(0.02)
     shipyard("down", "-t", "5")
-    assert (shipyard.project / "shared" / "order").read_text().split() == ["web", "db"]
+    assert (shared / "order").read_text().split() == ["web", "db"]
