@@ -213,16 +213,17 @@ def test_memory_limit_in_cgroup(rt: Runtime) -> None:
 
 
 def test_stop_within_grace_period_then_sigkill(rt: Runtime) -> None:
-    graceful = rt.create("sh", "-c", "trap 'echo bye; exit 0' TERM; "
+    graceful = rt.create("sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; "
                          "while true; do sleep 0.1; done")
     stubborn = rt.create("sh", "-c", "trap '' TERM; while true; do sleep 0.1; done")
     launch.start(graceful)
     launch.start(stubborn)
+    wait_for(lambda: logs.read(graceful))  # its trap is set (a TERM before would be lost)
     t = time.monotonic()
     final = launch.stop(graceful, timeout=10)
     assert time.monotonic() - t < 3
     assert (final.status, final.exit_code) == ("exited", 0)
-    assert [e.text for e in logs.read(graceful)] == ["bye\n"]
+    assert [e.text for e in logs.read(graceful)] == ["ready\n", "bye\n"]
     t = time.monotonic()
     final = launch.stop(stubborn, timeout=1)
     assert 1 <= time.monotonic() - t < 4
