@@ -96,7 +96,7 @@ class _Hook:
                 run(module)
             finally:
                 if stand_in and isinstance(sys.modules.get("inspect"), _Inspect):
-                    del sys.modules["inspect"]  # the next `import inspect` is the real one
+                    sys.modules.pop("inspect", None)  # the next `import inspect`: the real one
             if _state.get("path"):
                 _patch(module)
 
@@ -112,6 +112,10 @@ class _Inspect:
     __spec__ = None  # (the import system reads it; it must not import anything)
 
     def __getattr__(self, name: str) -> Any:
+        if sys.modules.get("inspect") is self:
+            # Asked while `dataclasses` loads (another thread's `from inspect import x`):
+            # `import inspect` would find this stand-in again, and recurse.
+            sys.modules.pop("inspect", None)
         import inspect
 
         return getattr(inspect, name)

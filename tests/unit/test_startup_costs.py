@@ -275,3 +275,13 @@ def test_engine_request_types_carry_real_annotations() -> None:
 
     for cls in (CreateRequest, ContainerConfig):
         assert not any(isinstance(a, str) for a in cls.__annotations__.values())
+
+
+def test_inspect_asked_for_while_dataclasses_loads_is_the_real_one(tmp_path: Path) -> None:
+    # Another thread's `from inspect import x` in the window where the stand-in sits in
+    # sys.modules gets the real thing (and leaves the real module there), no recursion.
+    program = ("import sys\nfrom compose import codecache\n"
+               "sys.modules['inspect'] = codecache._Inspect()\n"
+               "from inspect import signature\nimport inspect\n"
+               "print(signature.__module__, type(inspect).__name__)")
+    assert run_python(program, tmp_path).stdout == "inspect module\n"
