@@ -197,6 +197,8 @@ class Stack:
             self.engine.containers.remove(c, force=True)
         self.engine.networks.remove_network(self.network)
         self.engine.store.close()
+        # The root's run directory (names, locks) is outside the temporary base.
+        shutil.rmtree(self.engine.layout.run, ignore_errors=True)
 
 
 def _server_cgroup() -> str:
