@@ -187,8 +187,20 @@ class Dns:
             conn.execute("DELETE FROM dns_endpoints WHERE network_id = ?", (network_id,))
             gone = conn.execute("DELETE FROM dns_networks WHERE network_id = ?",
                                 (network_id,)).rowcount
-        if gone:  # (a removal resumed after a killed one may find nothing left)
+        # A removal resumed after a killed one may find nothing left, but the resolver may
+        # never have heard (killed between the commit and the publish): it would serve the
+        # network, and run, for ever.
+        if gone or self._published_has(network_id):
             self._changed()
+
+    def _published_has(self, network_id: str) -> bool:
+        """Whether the records last given to the resolver name the network."""
+        try:
+            data = json.loads((self.dir / "records.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return any(isinstance(net, dict) and net.get("id") == network_id
+                   for net in (data.get("networks") or {}).values())
 
     def register(self, network_id: str, container_id: str, names: Iterable[str], ipv4: str,
                  *, links: Mapping[str, str] | None = None, upstreams: Sequence[str] = ()) -> None:

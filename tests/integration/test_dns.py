@@ -278,3 +278,19 @@ def test_leaving_names_deferred_reach_the_resolver_at_the_end_of_the_scope(env) 
     while query(a, gw, "db")[1] and time.monotonic() - start < 1.0:
         time.sleep(0.05)
     assert query(a, gw, "db") == (wire.NXDOMAIN, [])
+
+
+def test_a_removal_resumed_after_one_killed_before_its_publish_lets_the_resolver_go(
+        env) -> None:
+    # A `down` killed between the commit of a network's names and their publish: the
+    # resolver still serves the network. The next removal finds nothing left to delete,
+    # and still has the resolver let it go (else it would run for ever).
+    net = env.nets.create_network("killed")
+    pid = env.dns.resolver_pid()
+    assert pid is not None
+    with env.dns.store.tx() as conn:  # what the killed removal committed
+        conn.execute("DELETE FROM dns_networks WHERE network_id = ?", (net.id,))
+    env.nets.remove_network(net.id)
+    assert env.dns.resolver_pid() is None
+    status = Path(f"/proc/{pid}/status")
+    assert not status.exists() or "zombie" in status.read_text()
