@@ -494,10 +494,9 @@ class _Walker:
     def as_helper(self, notify: Callable[[dict[str, Any]], None]) -> Iterator[None]:
         """This walker, in a helper forked from it, for the helper's lifetime: its own engine
         (a database connection must not cross a fork), no helpers of its own, news for the
-        walker sent through `notify`; and, if the walker runs in `down`'s scopes (see
-        compose/commands/down.py), the names of leaving containers published and their
-        veths awaited at the end."""
-        from engine import Engine, netdevs
+        walker sent through `notify`, and the names of leaving containers published at the
+        end if the walker defers them too."""
+        from engine import Engine
 
         deferring = "networks" in vars(self.engine) and self.engine.networks.dns.deferring
         self.engine = Engine(self.engine.layout.root)
@@ -505,8 +504,7 @@ class _Walker:
         self._notify = notify
         _touch_parts(self.engine, self.plan)
         with (self.engine.networks.dns.removals_deferred() if deferring
-              else contextlib.nullcontext()), \
-                (netdevs.veths_awaited_at_end() if deferring else contextlib.nullcontext()):
+              else contextlib.nullcontext()):
             yield
 
     def run_removal(self, node_id: str) -> None:

@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 from engine import netns, sha256
@@ -68,37 +67,10 @@ def await_gone(ifname: str, timeout: float = 1.0) -> bool:
     (it unregisters the devices of dying namespaces in one batch, ~5 ms; deleting a veth
     by hand waits ~20 ms for RCU, and 20 of them queue on the RTNL lock). Deletes it after
     `timeout` seconds: something else keeps that namespace alive. False in that case."""
-    if not os.path.exists(f"/sys/class/net/{ifname}"):
-        return True
-    if _watch.defer(ifname, timeout):
-        return True
-    if _watch.wait(ifname, timeout):
+    if not os.path.exists(f"/sys/class/net/{ifname}") or _watch.wait(ifname, timeout):
         return True
     delete_link(ifname)
     return False
-
-
-@contextlib.contextmanager
-def veths_awaited_at_end() -> Iterator[None]:
-    """Within this scope (any thread of this process), `await_gone` does not wait: the veths
-    are awaited together when it ends, and those still there after their timeout deleted.
-    For a command that releases many containers (`down`): each release waited ~40 ms for
-    its namespace's teardown, holding its worker and the steps after it."""
-    with _watch.lock:
-        _watch.deferring += 1
-    try:
-        yield
-    finally:
-        with _watch.lock:
-            _watch.deferring -= 1
-            due = _watch.deferred if _watch.deferring == 0 else {}
-            if due:
-                _watch.deferred = {}
-        for ifname, deadline in due.items():
-            if os.path.exists(f"/sys/class/net/{ifname}") and not _watch.wait(
-                    ifname, max(0.0, deadline - time.monotonic())):
-                with contextlib.suppress(Error):
-                    delete_link(ifname)
 
 
 class _GoneWatch:
@@ -110,16 +82,6 @@ class _GoneWatch:
         self.lock = threading.Lock()
         self.waiting: dict[str, list[threading.Event]] = {}
         self.running = False
-        self.deferring = 0  # open `veths_awaited_at_end` scopes
-        self.deferred: dict[str, float] = {}  # name -> deadline, awaited at their end
-
-    def defer(self, ifname: str, timeout: float) -> bool:
-        """Notes `ifname` for the end of the open scopes; False when none is open."""
-        with self.lock:
-            if not self.deferring:
-                return False
-            self.deferred[ifname] = time.monotonic() + timeout
-            return True
 
     def wait(self, ifname: str, timeout: float) -> bool:
         """Whether `ifname` went within `timeout` seconds."""
@@ -154,13 +116,10 @@ class _GoneWatch:
                             gone.set()
 
     def after_fork(self) -> None:
-        """In a forked child: the watching thread is not there, and what the parent defers
-        is the parent's to await (a helper opens scopes of its own)."""
+        """In a forked child: the watching thread is not there."""
         self.lock = threading.Lock()
         self.waiting = {}
         self.running = False
-        self.deferring = 0
-        self.deferred = {}
 
 
 _watch = _GoneWatch()

@@ -66,11 +66,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             progress.message(f"warning: {warning}")
         if not plan.empty:
             from compose import execute
-            from engine import netdevs
 
-            # Everything leaves: the resolver hears of the leaving names once, at the end,
-            # and the containers' veths (going with their namespaces) are awaited together.
-            with engine.networks.dns.removals_deferred(), netdevs.veths_awaited_at_end():
+            # Everything leaves: the resolver hears of the leaving names once, at the end.
+            with engine.networks.dns.removals_deferred():
                 outcome = execute.run(engine, project, plan, progress, execute.Settings(
                     timeout=args.timeout, parallel=parallel), asked=asked)
             progress.close()

@@ -500,34 +500,3 @@ def test_veths_of_released_namespaces_are_awaited_together_and_a_held_one_delete
         assert not {name for name, _ in pairs} & links()
     finally:
         os.close(held)
-
-
-def test_veths_awaited_at_the_end_of_a_scope_are_gone_or_deleted_when_it_ends(env) -> None:
-    # `down`: its releases note their veths instead of waiting; the scope's end awaits
-    # them all, and deletes one whose namespace something else keeps alive.
-    import time
-
-    from engine import netdevs
-    from engine.rtnl import Rtnl
-
-    tag = os.urandom(3).hex()
-    pairs = [(f"sye{tag}{i}", env.ns(f"end{tag}{i}")) for i in range(3)]
-    for name, path in pairs:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            with Rtnl() as rt:
-                rt.add_veth(name, "eth0", fd, "02:00:00:00:00:01")
-        finally:
-            os.close(fd)
-    held = os.open(pairs[2][1], os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with netdevs.veths_awaited_at_end():
-            for _, path in pairs:
-                netns.delete(path, env.layout)
-            started = time.monotonic()
-            assert [netdevs.await_gone(name, 0.3) for name, _ in pairs] == [True] * 3
-            assert time.monotonic() - started < 0.1  # noted, not awaited
-            assert pairs[2][0] in links()
-        assert not {name for name, _ in pairs} & links()
-    finally:
-        os.close(held)
