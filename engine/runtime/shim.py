@@ -61,9 +61,8 @@ class Shim(Output, Control):
         self.id = self.opts.get("id") or os.path.basename(container_dir)
         self.cgroup = cgroups.Cgroup(self.spec["linux"]["cgroupsPath"])
         # Its init is PID 1 of a namespace of its own (not one it joins by path)
-        self.own_pid_namespace = any(
-            ns["type"] == "pid" and not ns.get("path")
-            for ns in self.spec["linux"].get("namespaces") or [])
+        pid_ns = pid_namespace_entry(self.spec["linux"])
+        self.own_pid_namespace = pid_ns is not None and not pid_ns.get("path")
         self.epoll = select.epoll()
         self.handlers: dict[int, object] = {}
         self.timers: dict[str, tuple[float, object]] = {}
@@ -345,13 +344,18 @@ class Shim(Output, Control):
             sys.stderr.write(f"shim: removing cgroup: {e}\n")
         self.done = True
 
+def pid_namespace_entry(linux: dict) -> dict | None:
+    """The spec's PID namespace (None: the shim's own, the host's)."""
+    return next((n for n in linux.get("namespaces") or [] if n["type"] == "pid"), None)
+
+
 def pid_namespace(linux: dict) -> int:
     """Makes the shim's next children start in the spec's PID namespace (a new one, of
     which the next child is PID 1, or the one at its path); returns an fd of the shim's
     own one for `restore_pid_namespace`, or -1 if nothing changed. Just around a fork."""
     import syscalls as sc
 
-    ns = next((n for n in linux.get("namespaces") or [] if n["type"] == "pid"), None)
+    ns = pid_namespace_entry(linux)
     if ns is None:
         return -1
     own = os.open("/proc/self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)

@@ -98,9 +98,7 @@ class Control:
             self.manual_stop = True
             sig = int(request.get("signal", signal.SIGKILL))
             if self.pid:
-                os.kill(self.pid, sig)
-                if sig == signal.SIGKILL and self.cgroup.frozen():
-                    self.cgroup.thaw()  # a frozen task cannot die
+                self.signal_init(sig)
             elif self.state["status"] == "restarting":
                 self.timers.pop("restart", None)
                 self.finish("exited")
@@ -183,8 +181,15 @@ class Control:
         if not self.own_pid_namespace:
             self.cgroup.kill()
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            self.signal_init(signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if self.own_pid_namespace and self.cgroup.frozen():
-            self.cgroup.thaw()  # a frozen (paused) task dies only once thawed
+
+    def signal_init(self, sig: int) -> None:
+        """Sends `sig` to the container's init; a SIGKILL thaws a paused container too (a
+        frozen task dies only once thawed), whether or not the init was still there."""
+        try:
+            os.kill(self.pid, sig)
+        finally:
+            if sig == signal.SIGKILL and self.cgroup.frozen():
+                self.cgroup.thaw()
