@@ -32,6 +32,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 IFF_UP = 0x1
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
 NLA_F_NESTED = 0x8000
+RTMGRP_LINK = 0x1
 
 _HDR = struct.Struct("=IHHII")          # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg
@@ -233,3 +234,31 @@ class Rtnl:
             if family == socket.AF_INET and raw and dst_len > 0:
                 found.add(IPv4Network(f"{IPv4Address(raw)}/{dst_len}", strict=False))
         return found
+
+
+def link_monitor() -> socket.socket:
+    """A socket on which the kernel announces every link made, changed or deleted in this
+    namespace (`deleted_links` reads the deletions). Its buffer holds ~1 MiB of them; on
+    overflow a recv raises ENOBUFS (announcements were lost)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                         NETLINK_ROUTE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((0, RTMGRP_LINK))
+    return sock
+
+
+def deleted_links(data: bytes) -> list[str]:
+    """The names of the links whose deletion the announcements in `data` tell of."""
+    out = []
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _HDR.unpack_from(data, offset)
+        if length < _HDR.size:
+            break
+        if kind == RTM_DELLINK:
+            name = parse_attrs(data[offset + _HDR.size + _IFINFO.size:offset + length]
+                               ).get(IFLA_IFNAME)
+            if name:
+                out.append(name.rstrip(b"\0").decode())
+        offset += _align(length)
+    return out
