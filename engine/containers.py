@@ -16,7 +16,6 @@ import dataclasses
 import fcntl
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import prepare
 from engine.errors import Conflict, InvalidArgument, NotFound
+from engine.fsremove import remove_tree
 from engine.requests import CreateRequest
 from engine.serde import from_dict, to_dict
 from engine.store import dumps, loads
@@ -317,7 +317,7 @@ class Containers:
             with self.store.tx() as conn:
                 conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
                 self.engine.images.release(container.id)
-            shutil.rmtree(container.directory, ignore_errors=True)
+            remove_tree(container.directory, ignore_errors=True)
             # (empty, unless a start was killed between making it and marking it)
             prepare.remove_run_files(self.engine, container)
         if volumes:

@@ -23,7 +23,6 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -118,7 +117,10 @@ class Removal:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now, as Docker writes an image's times (RFC 3339, UTC, microseconds)."""
+    from engine.runtime import state
+
+    return state.now(6)
 
 
 class Images:

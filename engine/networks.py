@@ -33,7 +33,6 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Un
 from engine.ipam import DEFAULT_POOLS, Ipam, Pool
 from engine.layout import Layout
 from engine.netdevs import bridge_name, host_networks
+from engine.runtime.state import now
 from engine.store import Store, dumps, loads
 
 DEFAULT_NETWORK = "bridge"
@@ -241,7 +241,7 @@ class Networks(Endpoints):
         if not IFNAME_RE.match(bridge):
             raise InvalidArgument(f"bridge name {bridge!r} is not valid (at most 15 of "
                                   "[a-zA-Z0-9_.-])")
-        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created = now(6)  # (as Docker writes it: microseconds)
         # The lock covers the whole creation, so that nobody takes a network being made
         # for one left unfinished by a killed command.
         with self._host_lock():

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine import mountinfo
 from engine.errors import InvalidArgument, Unavailable
+from engine.fsremove import remove_tree
 from engine.runtime.syscalls import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
 from engine.runtime.syscalls import mount as _mount
 from engine.runtime.syscalls import umount2 as _umount2
@@ -106,7 +106,7 @@ def remove_rootfs(container_dir: Path) -> None:
     for name in ("upper", "work", "rootfs"):
         path = Path(container_dir) / name
         if path.exists():
-            shutil.rmtree(path)
+            remove_tree(path)
 
 
 def mount_readonly(layer_dirs: Sequence[Path], target: Path) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from engine.fsremove import remove_tree
 from engine.layout import Layout
 from engine.snapshots import is_mounted as _is_mounted
 from engine.store import Store, dumps, loads
@@ -156,7 +156,7 @@ class Volumes:
         self._unmount(volume)
         with self.store.tx() as conn:
             conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
-        shutil.rmtree(self.layout.volume(name), ignore_errors=True)
+        remove_tree(self.layout.volume(name), ignore_errors=True)
 
     def prune(self, *, all_volumes: bool = False) -> list[str]:
         """Removes unused volumes: anonymous ones, or all unused with `all_volumes`."""

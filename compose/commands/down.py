@@ -27,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     import dataclasses
-    import shutil
 
     from compose import reconcile, stopahead
     from compose import translate as t
@@ -37,6 +36,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from compose.progress import for_flags
     from compose.project import load_if_present
     from engine.errors import Error
+    from engine.fsremove import remove_tree
 
     # `down -p NAME` works without the Compose file, from the labels alone.
     name, project = load_if_present(args, ctx)
@@ -77,5 +77,5 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         # Names and firewall rules of networks whose record is gone (only removals killed
         # under older engine versions leave those).
         engine.networks.sweep()
-        shutil.rmtree(engine.layout.root / "compose" / name, ignore_errors=True)
+        remove_tree(engine.layout.root / "compose" / name, ignore_errors=True)
     return 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
+
+# Not `datetime`: importing it costs `ps` ~2-3 ms; these few conversions are arithmetic.
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds (rounded to the nearest, as `datetime` does)."""
+    seconds, micro = divmod(round(epoch * 1_000_000), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
 
 
 def duration(seconds: float) -> str:
@@ -56,11 +59,29 @@ def _epoch(rfc3339: str) -> float | None:
     match = _STAMP.fullmatch(whole)
     if match is None:
         return None
-    try:
-        parsed = datetime(*(int(part) for part in match.groups()), tzinfo=UTC)
-    except ValueError:
+    year, month, day, hour, minute, second = (int(part) for part in match.groups())
+    if not (1 <= month <= 12 and 1 <= day <= _month_days(year, month) and hour < 24
+            and minute < 60 and second < 60):
         return None
-    return parsed.timestamp() + float(f"0.{fraction or 0}")
+    days = _days_since_epoch(year, month, day)
+    return float(days * 86400 + hour * 3600 + minute * 60 + second) + float(f"0.{fraction or 0}")
+
+
+def _month_days(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to the given date of the proleptic Gregorian calendar (the
+    count of whole 400-year eras, then of the years, then of the days of the year when
+    it starts in March, so that a leap day falls at its end)."""
+    year -= month <= 2
+    era = year // 400
+    of_era = year - era * 400
+    of_year = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    return era * 146097 + of_era * 365 + of_era // 4 - of_era // 100 + of_year - 719468
 
 
 def status(state: Any) -> str:

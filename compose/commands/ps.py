@@ -119,15 +119,15 @@ def image_command_config(blobs: str, image_id: str) -> dict[str, Any]:
 def rows(engine: Engine, project: str, services: tuple[str, ...] = ()) -> list[Row]:
     """Every container of `project` (one-offs too), by name."""
     import os
-    import sqlite3
 
     from compose.project import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
+    from engine.store import OperationalError
 
     store = engine.store
     try:
         records = store.query(
             "SELECT id, name, image, image_id, created, labels, request FROM containers")
-    except sqlite3.OperationalError:  # no container was ever created in this root
+    except OperationalError:  # no container was ever created in this root
         return []
     out = []
     base = os.fspath(engine.layout.containers)
@@ -153,7 +153,7 @@ def rows(engine: Engine, project: str, services: tuple[str, ...] = ()) -> list[R
                 rows = store.query(
                     "SELECT container_port, protocol, host_ip, host_port FROM port_bindings"
                     " WHERE container_id = ? ORDER BY rowid", (record["id"],))
-            except sqlite3.OperationalError:  # no port was ever published here
+            except OperationalError:  # no port was ever published here
                 rows = []
             if rows:  # (the engine's port module is imported only when there are some)
                 from engine.ports import Published

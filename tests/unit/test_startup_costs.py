@@ -174,6 +174,21 @@ def test_the_steps_of_up_and_down_do_not_import_inspect() -> None:
     assert not {"inspect", "ast", "dis", "tokenize"} & loaded
 
 
+def test_up_down_and_ps_import_no_datetime_shutil_or_the_sqlite3_package() -> None:
+    # datetime (~2-3 ms: the pure-Python module runs, then the C one replaces it), shutil
+    # (~3 ms, with bz2 and lzma), the sqlite3 package (its date adapters import datetime)
+    loaded = loaded_after("from compose import codecache\ncodecache.install()\n"
+                          "import compose.commands.up, compose.commands.down, compose.execute, "
+                          "compose.commands.ps, compose.commands.humanize, compose.helpers, "
+                          "engine.containers, engine.networks, engine.volumes, engine.images, "
+                          "engine.prepare, engine.snapshots, engine.netns, engine.endpoints, "
+                          "engine.runtime.launch\n"
+                          "from engine.store import Store\nfrom engine.images import now_rfc3339\n"
+                          "now_rfc3339()")
+    assert "engine.store" in loaded
+    assert not {"datetime", "shutil", "sqlite3", "bz2", "lzma"} & loaded
+
+
 def test_the_cli_process_caches_and_prints_the_same(tmp_path: Path) -> None:
     compose_file = tmp_path / "compose.yaml"
     compose_file.write_text("services:\n  web:\n    image: nginx\n    ports: ['80:80']\n")
@@ -255,7 +270,9 @@ def test_violations_deep_in_references_are_found_by_the_lazy_compiler() -> None:
 @pytest.mark.parametrize("stamp", [
     "2024-05-01T12:34:56.123456789Z", "2024-05-01T12:34:56Z", "2024-1-2T3:4:5Z",
     "2024-13-01T00:00:00Z", "2024-02-30T00:00:00Z", "2024-05-01 12:34:56Z", "garbage",
-    "0001-01-01T00:00:00Z", ""])
+    "0001-01-01T00:00:00Z", "", "2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z",
+    "2000-02-29T23:59:59.999Z", "2100-02-29T00:00:00Z", "2024-05-01T24:00:00Z",
+    "1969-07-20T20:17:40Z", "2024-00-10T00:00:00Z", "2024-04-31T00:00:00Z"])
 def test_epoch_reads_what_strptime_read(stamp: str) -> None:
     body = stamp.rstrip("Z")
     whole, _, fraction = body.partition(".")
@@ -266,6 +283,13 @@ def test_epoch_reads_what_strptime_read(stamp: str) -> None:
     except ValueError:
         expected = None
     assert _epoch(stamp) == expected
+
+
+@pytest.mark.parametrize("epoch", [0, 1.5, 1234567890.123456, 1795694311.9999996, -1.25])
+def test_iso_writes_what_datetime_wrote(epoch: float) -> None:
+    from compose.commands.humanize import iso
+
+    assert iso(epoch) == datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_engine_request_types_carry_real_annotations() -> None:
