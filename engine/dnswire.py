@@ -9,7 +9,6 @@ The resolver runs as `python -I -S`, so it imports this file as a sibling, not a
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 TYPE_A, TYPE_PTR, TYPE_AAAA = 1, 12, 28
 CLASS_IN = 1
@@ -23,16 +22,24 @@ class WireError(ValueError):
     """A malformed DNS message."""
 
 
-@dataclass(frozen=True, slots=True)
 class Query:
-    """A DNS query's header fields and its one question."""
+    """A DNS query's header fields and its one question. (A plain class: `dataclasses`
+    would be a third of the resolver's imports.)"""
 
-    id: int
-    flags: int
-    name: str          # lower case, no trailing dot
-    qtype: int
-    qclass: int
-    question: bytes    # the question section as received, echoed in the answer
+    __slots__ = ("flags", "id", "name", "qclass", "qtype", "question")
+
+    def __init__(self, id: int, flags: int, name: str, qtype: int, qclass: int,
+                 question: bytes) -> None:
+        self.id = id
+        self.flags = flags
+        self.name = name            # lower case, no trailing dot
+        self.qtype = qtype
+        self.qclass = qclass
+        self.question = question    # the question section as received, echoed in the answer
+
+    def __repr__(self) -> str:
+        return (f"Query(id={self.id}, flags={self.flags:#x}, name={self.name!r}, "
+                f"qtype={self.qtype}, qclass={self.qclass})")
 
 
 def read_name(data: bytes, offset: int) -> tuple[str, int]:

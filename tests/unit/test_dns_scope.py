@@ -3,7 +3,6 @@ asking container, the receiving one first, and no other; no root needed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from pathlib import Path
@@ -33,7 +32,7 @@ def _resolver(tmp_path: Path) -> wire.Resolver:
 
 def _ask(resolver: wire.Resolver, gateway: str, source: str, name: str) -> tuple[int, list]:
     query = wire.build_query(name, wire.TYPE_A, qid=1)
-    reply = asyncio.run(resolver.resolve(gateway, source, query, tcp=False))
+    reply = resolver.resolve(gateway, source, query, tcp=False)
     _, flags, answers = wire.parse_response(reply)
     return flags & 0xF, [socket.inet_ntoa(a[3]) for a in answers]
 

@@ -238,3 +238,29 @@ def test_resolver_answers_forwards_and_reloads(resolver) -> None:
     assert not Path(f"/proc/{pid}/cmdline").exists() or \
         not Path(f"/proc/{pid}/cmdline").read_bytes()
     assert not (rundir / "control.sock").exists()
+
+
+def test_resolver_reloads_on_sighup_ignores_unknown_commands_and_ends_on_sigterm(
+        resolver) -> None:
+    rundir, port, upstream, pid = resolver
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(rundir / "control.sock"))
+        s.sendall(b"dance\n")
+        assert json.loads(s.makefile().readline()) == {"error": "unknown command"}
+    with socket.socket(socket.AF_UNIX) as idle:  # a client that says nothing holds no one up
+        idle.connect(str(rundir / "control.sock"))
+        before = (rundir / "records.json").stat()
+        _records(rundir / "records.json", port, upstream.port, {"web": ["10.0.0.9"]})
+        # the same mtime: the resolver's backstop (a look at it every second) sees nothing
+        os.utime(rundir / "records.json", ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 3
+        while _udp(port, "web") != (w.NOERROR, ["10.0.0.9"]):
+            assert time.monotonic() < deadline, "SIGHUP did not reload the records"
+            time.sleep(0.02)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    while (rundir / "control.sock").exists():
+        assert time.monotonic() < deadline, "SIGTERM did not end the resolver"
+        time.sleep(0.02)
