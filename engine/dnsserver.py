@@ -41,6 +41,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 # The wire format: as the resolver process (-I -S, this file's directory on the path) there
 # is no package, so the sibling file (as runtime/shim.py imports its siblings); imported as
@@ -54,6 +55,14 @@ else:
 UPSTREAM_TIMEOUT = 1.5
 FORWARD_DEADLINE = 3.0
 IP_FREEBIND = 15
+# Threads at once, for forwarded UDP queries and for TCP connections (each holds a socket
+# or two): beyond them a UDP query gets SERVFAIL and a TCP connection is closed, instead
+# of a flood running the process out of threads (an exception in the loop) or of file
+# descriptors (a listener whose accept fails with EMFILE stays readable: a busy loop).
+# Apart, so that idle TCP connections (10 s each) cannot starve the forwarding of UDP.
+MAX_FORWARDS = 128
+MAX_CONNECTIONS = 64
+CONTROL_LINE_MAX = 4096
 
 
 def __getattr__(name: str) -> object:
@@ -190,6 +199,8 @@ class Resolver:
         # The records, between a reload (the loop's thread) and the threads answering TCP
         # and forwarded queries (the rotation of replicas changes on each answer, too).
         self.lock = threading.Lock()
+        self.forwards = threading.BoundedSemaphore(MAX_FORWARDS)
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.selector: selectors.BaseSelector | None = None
         self.running = True
         self.hangup = False
@@ -271,11 +282,14 @@ class Resolver:
             scope = self.scope(gateway, source)
             if not scope:
                 return wire.build_response(query, wire.REFUSED), [], query
-            for view, address in scope:
-                result = answer(view, query, address)
-                if result is not None:
-                    limit = 65535 if tcp else wire.UDP_LIMIT
-                    return wire.build_response(query, *result, limit=limit), [], query
+            try:
+                for view, address in scope:
+                    result = answer(view, query, address)
+                    if result is not None:
+                        limit = 65535 if tcp else wire.UDP_LIMIT
+                        return wire.build_response(query, *result, limit=limit), [], query
+            except (wire.WireError, UnicodeError):  # a record's name DNS cannot carry
+                return wire.build_response(query, wire.SERVFAIL), [], query
             view, address = scope[0]
             return None, view.upstreams.get(address) or self.upstreams, query
 
@@ -304,15 +318,35 @@ class Resolver:
         except OSError:
             return
         reply, upstreams, query = self.local_reply(gateway, addr[0], data, False)
-        if reply is None and query is not None and upstreams:
-            threading.Thread(target=self._forward_udp, daemon=True,
-                             args=(sock, addr, data, upstreams, query)).start()
+        if reply is None and query is not None and upstreams and \
+                self._spawn(self.forwards, self._forward_udp, sock, addr, data, upstreams, query):
             return
         if reply is None and query is not None:
             reply = wire.build_response(query, wire.SERVFAIL)
         if reply is not None:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
+
+    @staticmethod
+    def _spawn(slots: threading.BoundedSemaphore, target: Callable[..., None],
+               *args: object) -> bool:
+        """Runs `target(*args)` in a thread of its own holding one of `slots`; False when
+        none is free (or no thread can be made)."""
+        if not slots.acquire(blocking=False):
+            return False
+
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                slots.release()
+
+        try:
+            threading.Thread(target=run, daemon=True).start()
+        except RuntimeError:  # can't start new thread
+            slots.release()
+            return False
+        return True
 
     def _forward_udp(self, sock: socket.socket, addr: tuple, data: bytes,
                      upstreams: list[tuple[str, int]], query: wire.Query) -> None:
@@ -325,7 +359,8 @@ class Resolver:
             conn, _ = listener.accept()
         except OSError:
             return
-        threading.Thread(target=self.serve_tcp, args=(gateway, conn), daemon=True).start()
+        if not self._spawn(self.connections, self.serve_tcp, gateway, conn):
+            conn.close()
 
     def serve_tcp(self, gateway: str, conn: socket.socket) -> None:
         with conn:
@@ -358,12 +393,12 @@ class Resolver:
         except OSError:
             chunk = b""
         pending[0] += chunk
-        if chunk and b"\n" not in pending[0]:
+        if chunk and b"\n" not in pending[0] and len(pending[0]) <= CONTROL_LINE_MAX:
             return
         self._unwatch(conn)
         with conn:
-            if not chunk and b"\n" not in pending[0]:
-                return  # gone before its line
+            if b"\n" not in pending[0]:
+                return  # gone before its line (or a line no command is that long)
             line = pending[0].split(b"\n", 1)[0].strip()
             reply = self.reload() if line == b"reload" else {"error": "unknown command"}
             with contextlib.suppress(OSError):
@@ -414,11 +449,29 @@ class Resolver:
             _close_stdout()
         if state["exiting"]:
             self.running = False
+        try:
+            self._loop()
+        finally:
+            control.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(control_path)
+            for udp, tcp in self.listeners.values():
+                udp.close()
+                tcp.close()
+
+    def _loop(self) -> None:
+        assert self.selector is not None
         next_tick = time.monotonic() + 1.0
         while self.running:
             for key, _ in self.selector.select(max(next_tick - time.monotonic(), 0)):
                 handler, arg = key.data
-                handler(key.fileobj, arg)
+                try:
+                    handler(key.fileobj, arg)
+                except Exception:
+                    # One query's (or client's) surprise must not take the names of every
+                    # network down: into resolver.log, and on. (Each handler has read what
+                    # woke it before it can fail, so this cannot repeat without new input.)
+                    sys.excepthook(*sys.exc_info())
             if self.hangup:
                 self.hangup = False
                 if self.reload()["exiting"]:
@@ -426,12 +479,6 @@ class Resolver:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
                 self.tick()
-        control.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(control_path)
-        for udp, tcp in self.listeners.values():
-            udp.close()
-            tcp.close()
 
 
 def _socket(address: str, port: int, kind: int) -> socket.socket:

@@ -4,7 +4,8 @@ Not `shutil.rmtree`: importing `shutil` (with bz2 and lzma) cost every `up` and 
 ~3 ms, for removals this does with a few system calls. Like rmtree's safe mode it works
 relative to directory descriptors and never follows a symbolic link; unlike it, it never
 descends into another file system (a mount left on a directory in the tree stays, and so
-does the directory: the error says which).
+does the directory: the error says which). A mount is told by its device, so a bind mount
+of a directory of the same file system is not one (as for rmtree).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def remove_tree(path: str | os.PathLike[str], *, ignore_errors: bool = False) ->
     else:
         try:
             _empty(top, os.fstat(top).st_dev, os.fspath(path), failures)
+        except OSError as exc:  # (the top cannot be read: reported, or ignored, as the rest)
+            failures.append(exc)
         finally:
             os.close(top)
         try:

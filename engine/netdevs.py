@@ -14,6 +14,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from ipaddress import IPv4Address, IPv4Network
 
 from engine import netns, sha256
@@ -77,7 +78,11 @@ class _GoneWatch:
     steps awaiting those veths, however many they are. No polling: looking at sysfs every
     2 ms for each awaited name (a stat of ~30 us each, and a wake-up for the interpreter
     lock) cost ~35 ms of CPU per second of waiting for a name, on a machine whose two CPUs
-    `down` keeps busy."""
+    `down` keeps busy. (Still, every 0.1 s, a look at sysfs for the awaited names: for an
+    announcement lost to an overflow, or sent a moment before the subscription while the
+    sysfs entry, removed just after it, was still there.)"""
+
+    LOOK_EVERY = 0.1
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -89,15 +94,22 @@ class _GoneWatch:
         gone = threading.Event()
         with self.lock:
             self.waiting.setdefault(ifname, []).append(gone)
-            if self.monitor is None:
-                self.monitor = link_monitor()
-                threading.Thread(target=self._hear, args=(self.monitor,), name="veth-watch",
-                                 daemon=True).start()
+            listening = self.monitor is not None or self._listen()
         # Listening already: a deletion after this look is heard, one before it is seen.
         if not os.path.exists(f"/sys/class/net/{ifname}"):
             self._gone([ifname])
-        if gone.wait(timeout):
-            return True
+        if listening:
+            if gone.wait(timeout):
+                return True
+        else:  # no netlink socket to be had (out of descriptors, say): look now and then
+            deadline = time.monotonic() + timeout
+            while not gone.wait(min(self.LOOK_EVERY, max(deadline - time.monotonic(), 0))):
+                if not os.path.exists(f"/sys/class/net/{ifname}"):
+                    self._gone([ifname])
+                elif time.monotonic() >= deadline:
+                    break
+            else:
+                return True
         with self.lock:
             events = self.waiting.get(ifname, [])
             if gone in events:
@@ -106,21 +118,50 @@ class _GoneWatch:
                     del self.waiting[ifname]
         return gone.is_set()
 
+    def _listen(self) -> bool:
+        """(Under the lock.) Subscribes and starts the listening thread; False if it can't."""
+        try:
+            monitor = link_monitor()
+        except OSError:
+            return False
+        try:
+            threading.Thread(target=self._hear, args=(monitor,), name="veth-watch",
+                             daemon=True).start()
+        except RuntimeError:  # can't start new thread
+            monitor.close()
+            return False
+        self.monitor = monitor
+        return True
+
     def _hear(self, monitor: socket.socket) -> None:
-        monitor.settimeout(0.1)
+        try:
+            self._hear_until_idle(monitor)
+        finally:  # (also if it failed: the next wait subscribes anew)
+            with self.lock:
+                if self.monitor is monitor:
+                    self.monitor = None
+                monitor.close()
+
+    def _hear_until_idle(self, monitor: socket.socket) -> None:
+        monitor.settimeout(self.LOOK_EVERY)
+        looked = time.monotonic()
         while True:
             with self.lock:
                 if not self.waiting:  # (looked at between announcements, or every 0.1 s)
+                    # In the same hold of the lock: a wait after this one subscribes anew.
                     self.monitor = None
-                    monitor.close()
                     return
                 names = list(self.waiting)
             try:
                 gone = deleted_links(monitor.recv(1 << 16))
             except TimeoutError:
-                continue
-            except OSError:  # ENOBUFS: some announcements were lost; look at each name
-                gone = [name for name in names if not os.path.exists(f"/sys/class/net/{name}")]
+                gone = []
+            except OSError:  # ENOBUFS: some announcements were lost
+                looked = 0.0
+                gone = []
+            if time.monotonic() - looked >= self.LOOK_EVERY:
+                looked = time.monotonic()
+                gone += [name for name in names if not os.path.exists(f"/sys/class/net/{name}")]
             self._gone(gone)
 
     def _gone(self, names: list[str]) -> None:

@@ -259,6 +259,6 @@ def deleted_links(data: bytes) -> list[str]:
             name = parse_attrs(data[offset + _HDR.size + _IFINFO.size:offset + length]
                                ).get(IFLA_IFNAME)
             if name:
-                out.append(name.rstrip(b"\0").decode())
+                out.append(os.fsdecode(name.rstrip(b"\0")))  # (any bytes but / and blanks)
         offset += _align(length)
     return out

@@ -10,8 +10,15 @@ from typing import Any
 
 
 def iso(epoch: float) -> str:
-    """RFC 3339 in UTC with microseconds (rounded to the nearest, as `datetime` does)."""
-    seconds, micro = divmod(round(epoch * 1_000_000), 1_000_000)
+    """RFC 3339 in UTC with microseconds, rounded as `datetime.fromtimestamp` does: the
+    fraction alone (exact: the whole seconds taken off), half to even. (Rounding the
+    product epoch * 10**6 instead differs by a microsecond from time to time.)"""
+    seconds = int(epoch)
+    micro = round((epoch - seconds) * 1e6)
+    if micro >= 1_000_000:
+        seconds, micro = seconds + 1, micro - 1_000_000
+    elif micro < 0:
+        seconds, micro = seconds - 1, micro + 1_000_000
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
 
 
@@ -60,8 +67,8 @@ def _epoch(rfc3339: str) -> float | None:
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(part) for part in match.groups())
-    if not (1 <= month <= 12 and 1 <= day <= _month_days(year, month) and hour < 24
-            and minute < 60 and second < 60):
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= _month_days(year, month)
+            and hour < 24 and minute < 60 and second < 60):  # (datetime's checks)
         return None
     days = _days_since_epoch(year, month, day)
     return float(days * 86400 + hour * 3600 + minute * 60 + second) + float(f"0.{fraction or 0}")

@@ -264,3 +264,27 @@ def test_resolver_reloads_on_sighup_ignores_unknown_commands_and_ends_on_sigterm
     while (rundir / "control.sock").exists():
         assert time.monotonic() < deadline, "SIGTERM did not end the resolver"
         time.sleep(0.02)
+
+
+def test_resolver_survives_a_name_dns_cannot_carry_and_an_endless_control_line(
+        resolver) -> None:
+    rundir, port, _upstream, pid = resolver
+    doc = json.loads((rundir / "records.json").read_text())
+    doc["networks"]["127.0.0.1"]["ptr"] = {"10.0.0.2": "x" * 70 + ".net"}  # a 70-byte label
+    (rundir / "records.json.tmp").write_text(json.dumps(doc))
+    os.replace(rundir / "records.json.tmp", rundir / "records.json")
+    assert _control(rundir)["networks"] == 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(w.build_query("2.0.0.10.in-addr.arpa", w.TYPE_PTR, qid=7), ("127.0.0.1", port))
+        qid, flags, answers = w.parse_response(s.recv(4096))
+    assert (qid, flags & 0xF, answers) == (7, w.SERVFAIL, [])
+    with socket.socket(socket.AF_UNIX) as endless:
+        endless.settimeout(5)
+        endless.connect(str(rundir / "control.sock"))
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for _ in range(64):  # no command is that long: the resolver hangs up
+                endless.sendall(b"r" * 4096)
+                time.sleep(0.01)
+    assert _udp(port, "db") == (w.NOERROR, ["10.0.0.4"])
+    assert _control(rundir)["pid"] == pid
