@@ -122,8 +122,14 @@ class Containers:
                 if volume and not mount.source:
                     self.engine.volumes.remove(volume)
             raise
-        self.layout.container(container_id).mkdir(parents=True, exist_ok=True)
-        return self.get(container_id)
+        directory = self.layout.container(container_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        # What `get` would read back, without reading it back: the store's JSON round trip
+        # is exact (tests/unit/test_serde.py), and parsing the request again cost each of
+        # `up`'s creates ~0.5 ms of the interpreter lock.
+        return Container(id=container_id, name=name, image=request.image, image_id=image.id,
+                         created=row[4], labels=dict(request.labels), request=request,
+                         volumes=volume_names, directory=directory)
 
     def _claim_volumes(self, request: CreateRequest) -> tuple[str, ...]:
         names = []
