@@ -412,13 +412,15 @@ class Resolver:
         with contextlib.suppress(OSError):
             sock.recv(4096)  # (the signal's handler ran already; see `serve`)
 
-    def tick(self) -> None:
-        """Backstop for a missed reload: records.json's mtime, and binds that failed."""
-        try:
-            changed = os.stat(self.records).st_mtime != self.mtime
-        except OSError:
-            changed = True
-        if changed:
+    def tick(self, reload: bool = False) -> None:
+        """Reloads when asked (SIGHUP) or when records.json changed (the backstop for a
+        missed reload); else binds what failed to bind."""
+        if not reload:
+            try:
+                reload = os.stat(self.records).st_mtime != self.mtime
+            except OSError:
+                reload = True
+        if reload:
             if self.reload()["exiting"]:
                 self.running = False
         elif self.errors:
@@ -465,20 +467,25 @@ class Resolver:
         while self.running:
             for key, _ in self.selector.select(max(next_tick - time.monotonic(), 0)):
                 handler, arg = key.data
-                try:
-                    handler(key.fileobj, arg)
-                except Exception:
-                    # One query's (or client's) surprise must not take the names of every
-                    # network down: into resolver.log, and on. (Each handler has read what
-                    # woke it before it can fail, so this cannot repeat without new input.)
-                    sys.excepthook(*sys.exc_info())
+                _survive(handler, key.fileobj, arg)
             if self.hangup:
                 self.hangup = False
-                if self.reload()["exiting"]:
-                    self.running = False
+                _survive(self.tick, True)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
-                self.tick()
+                _survive(self.tick)
+
+
+def _survive(step: Callable[..., object], *args: object) -> None:
+    """Runs one step of the loop (a handler, a reload). A surprise (one query's, one
+    client's, a records.json that is no longer what the engine writes) must not take the
+    names of every network down: it goes to resolver.log, and the loop goes on. (A handler
+    has read what woke it before it can fail, and a reload has noted the records' mtime:
+    nothing repeats without new input.)"""
+    try:
+        step(*args)
+    except Exception:
+        sys.excepthook(*sys.exc_info())
 
 
 def _socket(address: str, port: int, kind: int) -> socket.socket:

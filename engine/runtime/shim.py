@@ -344,6 +344,7 @@ class Shim(Output, Control):
             sys.stderr.write(f"shim: removing cgroup: {e}\n")
         self.done = True
 
+
 def pid_namespace_entry(linux: dict) -> dict | None:
     """The spec's PID namespace (None: the shim's own, the host's)."""
     return next((n for n in linux.get("namespaces") or [] if n["type"] == "pid"), None)

@@ -288,3 +288,16 @@ def test_resolver_survives_a_name_dns_cannot_carry_and_an_endless_control_line(
                 time.sleep(0.01)
     assert _udp(port, "db") == (w.NOERROR, ["10.0.0.4"])
     assert _control(rundir)["pid"] == pid
+
+
+def test_resolver_keeps_its_names_when_records_json_is_not_what_the_engine_writes(
+        resolver) -> None:
+    rundir, port, _upstream, pid = resolver
+    (rundir / "records.json.tmp").write_text("[]")  # valid JSON, not the engine's document
+    os.replace(rundir / "records.json.tmp", rundir / "records.json")
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(0.3)  # (the reload, and then the 1 s backstop, both see it)
+    assert _udp(port, "db") == (w.NOERROR, ["10.0.0.4"])  # alive, with the names it had
+    time.sleep(1.0)
+    assert _udp(port, "web") == (w.NOERROR, ["10.0.0.2", "10.0.0.3"])
+    assert (rundir / "control.sock").exists()
