@@ -523,7 +523,7 @@ class _Walker:
                 old = containers.get(node.old or node.target)
             except NotFound:
                 old = None
-            if old is not None and old.image_id == self.engine.images.resolve(image).id:
+            if old is not None and old.image_id == self.engine.images.resolve_id(image):
                 status = containers.state(old).status
                 return "Running" if status == "running" else status.capitalize()
             running = old is not None and containers.state(old).running

@@ -129,7 +129,7 @@ def present_images(engine: Engine, images: Iterable[str]) -> dict[str, str]:
     present = {}
     for ref in dict.fromkeys(images):
         try:
-            present[ref] = engine.images.resolve(ref).id
+            present[ref] = engine.images.resolve_id(ref)
         except NotFound:
             continue
     return present

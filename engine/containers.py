@@ -89,18 +89,18 @@ class Containers:
         from engine import ports
 
         ports.check(request.ports)
-        image = self.engine.images.resolve(request.image)
+        image_id = self.engine.images.resolve_id(request.image)
         name = request.name or _generated_name()
         if not NAME_RE.match(name):
             raise InvalidArgument(
                 f'invalid container name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
         container_id = os.urandom(32).hex()
         mounts = prepare.with_image_volumes(request.mounts,
-                                            self.engine.images.config(image.id))
+                                            self.engine.images.config(image_id))
         request = dataclasses.replace(request, mounts=mounts)
         volume_names = self._claim_volumes(request)
         # Serialised before the transaction: other writers wait while it is open.
-        row = (container_id, name, request.image, image.id, time.time(),
+        row = (container_id, name, request.image, image_id, time.time(),
                dumps(dict(request.labels)), dumps(to_dict(request)), dumps(list(volume_names)))
         try:
             with self.store.tx() as conn:
@@ -116,7 +116,7 @@ class Containers:
                 conn.executemany(
                     "INSERT INTO container_volumes (container_id, volume) VALUES (?, ?)",
                     [(container_id, v) for v in volume_names if v])
-                self.engine.images.hold(image.id, container_id)
+                self.engine.images.hold(image_id, container_id)
         except BaseException:
             for mount, volume in zip(request.mounts, volume_names, strict=True):
                 if volume and not mount.source:
@@ -127,7 +127,7 @@ class Containers:
         # What `get` would read back, without reading it back: the store's JSON round trip
         # is exact (tests/unit/test_serde.py), and parsing the request again cost each of
         # `up`'s creates ~0.5 ms of the interpreter lock.
-        return Container(id=container_id, name=name, image=request.image, image_id=image.id,
+        return Container(id=container_id, name=name, image=request.image, image_id=image_id,
                          created=row[4], labels=dict(request.labels), request=request,
                          volumes=volume_names, directory=directory)
 

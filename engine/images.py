@@ -133,6 +133,11 @@ class Images:
         self.store = store or Store(layout.database)
         self.store.ensure_schema(SCHEMA)
         self.content = ContentStore(layout)
+        # What an image id fixes for ever (the id is its config's digest, which lists the
+        # layers' diff_ids): the config's bytes and the layers' chain ids. `up` asks for
+        # them once or twice per container.
+        self._configs: dict[str, bytes] = {}
+        self._chains: dict[str, tuple[str, ...]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -163,10 +168,14 @@ class Images:
 
     def resolve(self, name_or_id: str) -> Image:
         """By reference (`busybox`, `busybox:1`, `x@sha256:..`), full id or unique id prefix."""
+        return self.get(self.resolve_id(name_or_id))
+
+    def resolve_id(self, name_or_id: str) -> str:
+        """`resolve(name_or_id).id`, without reading the whole record."""
         found = self.lookup(name_or_id)
         if found is None:
             raise NotFound(f"No such image: {name_or_id}")
-        return self.get(found[0])
+        return found[0]
 
 
     def lookup(self, text: str) -> tuple[str, str | None] | None:
@@ -200,15 +209,22 @@ class Images:
         return None
 
     def config(self, image_id: str) -> dict[str, Any]:
-        """The image's config blob, parsed (OCI image config / Docker image JSON)."""
-        return json.loads(self.content.read(image_id))
+        """The image's config blob, parsed (OCI image config / Docker image JSON): a new
+        dict on every call, the caller's to change."""
+        data = self._configs.get(image_id)
+        if data is None:
+            data = self._configs[image_id] = self.content.read(image_id)
+        return json.loads(data)
 
     def layer_dirs(self, image_id: str) -> list[Path]:
         """The image's unpacked layer trees, bottom-first (re-unpacked if one went missing)."""
-        image = self.get(image_id)
-        layerstore.ensure_chain(self.content, [layer.digest for layer in image.layers],
-                                image.diff_ids)
-        return [layerstore.layer_path(self.layout, chain) / "diff" for chain in image.chain_ids]
+        chain_ids = self._chains.get(image_id)
+        if chain_ids is None or any(layerstore.get(self.layout, c) is None for c in chain_ids):
+            image = self.get(image_id)
+            layerstore.ensure_chain(self.content, [layer.digest for layer in image.layers],
+                                    image.diff_ids)
+            chain_ids = self._chains[image_id] = image.chain_ids
+        return [layerstore.layer_path(self.layout, chain_id) / "diff" for chain_id in chain_ids]
 
     def layer_tar_size(self, chain: str) -> int:
         layer = layerstore.get(self.layout, chain)

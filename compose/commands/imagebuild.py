@@ -177,7 +177,7 @@ def pull(args: argparse.Namespace, ctx: Context, images: Images) -> int:
             else target.repository.path
         print(f"{target.tag or target.digest}: Pulling from {repo}", file=err, flush=True)
     try:
-        before = images.resolve(target.canonical).id
+        before = images.resolve_id(target.canonical)
     except NotFound:
         before = None
     kwargs: dict[str, Any] = {"progress": _Lines(err, args.quiet)}
