@@ -4,6 +4,7 @@ execute), then, unless detached, follow their logs until they exit or Ctrl-C."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -73,13 +74,7 @@ def _scale(items: list[str]) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from compose import reconcile
-    from compose import translate as t
-    from compose.lock import project_lock
-    from compose.observe import observe
-    from compose.progress import for_flags
-    from compose.project import check_services, load_project
-    from engine.errors import Error, InvalidArgument
+    from engine.errors import InvalidArgument
 
     if args.exit_code_from:
         args.abort_on_container_exit = True
@@ -90,6 +85,24 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise InvalidArgument("--force-recreate and --no-recreate cannot be combined")
     if args.build and args.no_build:
         raise InvalidArgument("--build and --no-build cannot be combined")
+    converged = _converge(args, ctx)
+    if converged is None or args.detach or args.no_start or args.wait:
+        return 0
+    return _attached(*converged, args, ctx)
+
+
+def _converge(args: argparse.Namespace,
+              ctx: Context) -> tuple[Engine, Project, frozenset[str]] | None:
+    """Brings the project to what its file says; None for --dry-run (nothing done)."""
+    from compose import reconcile
+    from compose import translate as t
+    from compose.lock import project_lock
+    from compose.observe import observe
+    from compose.progress import for_flags
+    from compose.project import check_services, load_project
+    from engine.errors import Error
+    from engine.runtime import launch
+
     project = load_project(args, ctx, args.services)
     if args.exit_code_from:  # else `up` would follow logs, waiting for a service never there
         check_services(project, [args.exit_code_from])
@@ -105,12 +118,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     progress = for_flags(args, ctx.stderr)
     chosen, _ = reconcile.selected_services(project, options.services, options.no_deps)
     images = [t.default_image(project, project.services[s]) for s in sorted(chosen)]
-    with project_lock(engine.layout, project.name, say=progress.message):
+    # The fork server's interpreter boots on the CPU this one leaves idle while it observes
+    # and plans (not for a plan that starts nothing by its flags).
+    warm = contextlib.nullcontext() if args.dry_run or args.no_start else \
+        launch.warm_forkserver()
+    with warm, project_lock(engine.layout, project.name, say=progress.message):
         observed = observe(engine, project.name, images=images)
         plan = reconcile.up(project, observed, options)
         if args.dry_run:
             ctx.stdout.write(plan.text())
-            return 0
+            return None
         for warning in plan.warnings:
             progress.message(f"warning: {warning}")
         if plan.empty:
@@ -129,9 +146,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             progress.close()
             if not outcome.ok:
                 raise Error(execute.report(outcome, plan))
-    if args.detach or args.no_start or args.wait:
-        return 0
-    return _attached(engine, project, chosen, args, ctx)
+    return engine, project, chosen
 
 
 # ---- attached mode -------------------------------------------------------------------------

@@ -213,13 +213,17 @@ class Client:
             raise OSError(f"fork server: {reply[6:]}")
         return True
 
-    def close(self) -> None:
-        """Ends the server (EOF on its socket) and reaps it."""
+    def close(self, wait: bool = True) -> None:
+        """Ends the server (EOF on its socket) and reaps it; without `wait`, leaves it to end
+        on its own (a server still booting reads the EOF when it is done), reaped when it
+        has by the next `subprocess` call or by init after our exit."""
         import subprocess
 
         with self._lock:
             self.broken = True
             self._sock.close()
+        if not wait:
+            return
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

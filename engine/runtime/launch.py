@@ -229,6 +229,31 @@ def forkserver(idle: float | None = None) -> Iterator[None]:
     containers. The server starts now (it boots while the caller goes on) and ends with
     the outermost scope, or after `idle` seconds without a request (starts then go back
     to fresh interpreters)."""
+    _enter_forkserver(idle)
+    try:
+        yield
+    finally:
+        _leave_forkserver(wait=True)
+
+
+@contextlib.contextmanager
+def warm_forkserver() -> Iterator[None]:
+    """Starts the fork server ahead of the starts that may come in this scope, so that its
+    interpreter boots on a CPU the caller leaves idle while it observes and plans (`up`:
+    ~35 ms of CPU that would otherwise compete with the starts), and a single start uses
+    it too. A `forkserver()` scope inside shares it. Leaving normally does not wait for a
+    server still booting (it reads the EOF when it is done: a command with nothing to
+    start is not held up); leaving on an error does, so a failed command leaves nothing."""
+    _enter_forkserver(None)
+    try:
+        yield
+    except BaseException:
+        _leave_forkserver(wait=True)
+        raise
+    _leave_forkserver(wait=False)
+
+
+def _enter_forkserver(idle: float | None) -> None:
     global _forkserver, _forkserver_users
     from engine.runtime.forkserver import IDLE, Client
 
@@ -240,16 +265,17 @@ def forkserver(idle: float | None = None) -> Iterator[None]:
             except OSError:
                 _forkserver = None  # starts fall back to fresh shims
         _forkserver_users += 1
-    try:
-        yield
-    finally:
-        with _forkserver_lock:
-            _forkserver_users -= 1
-            server = _forkserver if _forkserver_users == 0 else None
-            if server is not None:
-                _forkserver = None
+
+
+def _leave_forkserver(wait: bool) -> None:
+    global _forkserver, _forkserver_users
+    with _forkserver_lock:
+        _forkserver_users -= 1
+        server = _forkserver if _forkserver_users == 0 else None
         if server is not None:
-            server.close()
+            _forkserver = None
+    if server is not None:
+        server.close(wait=wait)
 
 
 def _tail(file: str, lines: int = 3) -> str:
