@@ -214,6 +214,19 @@ def test_default_route_follows_gw_priority(env) -> None:
     assert "eth1" not in sh(a, "ip", "-o", "link")
 
 
+def test_connect_returns_the_endpoint_it_recorded(env) -> None:
+    """connect builds its answer instead of reading it back: it must equal the record, in
+    every field (aliases, priority, the network's gateway and prefix, internal or not)."""
+    env.nets.create_network("one")
+    env.nets.create_network("inner", internal=True)
+    a = env.ns("a")
+    got = [env.nets.connect("one", C1, a, container_name="web", aliases=["x", "y"],
+                            gw_priority=3, mac_address="02:00:00:AA:BB:CC"),
+           env.nets.connect("inner", C1, a, container_name="web")]
+    assert got == env.nets.endpoints(container_id=C1)
+    assert got[0].mac == "02:00:00:aa:bb:cc" and got[1].internal
+
+
 def test_static_address_mac_and_mtu(env) -> None:
     subnet = free_subnet(env)
     base = subnet.rsplit(".", 1)[0]
