@@ -216,7 +216,6 @@ class Containers:
             prepare.release(self.engine, container)
             try:
                 prepare.bundle(self.engine, container)
-                self._write_exit_hook(container)
                 launch.start(str(container.directory))
             except BaseException:
                 self.release(container)
@@ -284,14 +283,6 @@ class Containers:
             yield
         finally:
             self._lock_fds.pop(container_id, None)
-
-    def _write_exit_hook(self, container: Container) -> None:
-        """Tells the shim how to release the network when the container ends on its own."""
-        from engine.reaper import exit_hook_argv
-        from engine.runtime import state as st
-
-        st.write_json(str(container.directory / "exit-hook.json"),
-                      {"argv": exit_hook_argv(self.layout.root, container.id)})
 
     def published_ports(self, ref: str | Container) -> list[Any]:
         """The container's served port bindings (`ports.Published`: actual host ports),

@@ -51,6 +51,7 @@ MARKER = "prepared"
 
 def bundle(engine: Engine, container: Container) -> None:
     from engine import snapshots
+    from engine.reaper import exit_hook_argv
 
     run = run_files(engine, container)
     run.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,8 @@ def bundle(engine: Engine, container: Container) -> None:
     network_path, ips, gateway = join_networks(engine, container)
     _ports(engine, container, ips)
     etc = etc_files(container, ips, gateway, run)
-    _write_spec(container, image_config, rootfs, mounts, network_path, etc)
+    _write_spec(container, image_config, rootfs, mounts, network_path, etc,
+                exit_hook_argv(engine.layout.root, container.id))
 
 
 def holds_anything(engine: Engine, container: Container) -> bool:
@@ -275,7 +277,10 @@ def etc_files(container: Container, ips: list[str], gateway: str | None,
 # ---- 5. spec ---------------------------------------------------------------------------------
 
 def _write_spec(container: Container, image_config: dict[str, Any], rootfs: Path,
-                mounts: list[Any], network_path: str | None, etc: dict[str, str]) -> None:
+                mounts: list[Any], network_path: str | None, etc: dict[str, str],
+                exit_hook: list[str]) -> None:
+    """config.json, and shim.json with the exit hook the shim runs when the container stops
+    for good on its own (engine/reaper.py: it releases what `bundle` made)."""
     from engine import spec
 
     config = dataclasses.replace(
@@ -291,7 +296,8 @@ def _write_spec(container: Container, image_config: dict[str, Any], rootfs: Path
     image = image_config.get("config") or {}
     config = _with_image_defaults(config, image)
     document = spec.build_spec(config, image, str(rootfs), passwd, group)
-    launch.create(container.directory, document, spec.shim_options(config))
+    launch.create(container.directory, document,
+                  {**spec.shim_options(config), "exit_hook": exit_hook})
 
 
 def _with_image_defaults(config: Any, image: dict[str, Any]) -> Any:

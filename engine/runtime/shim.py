@@ -21,7 +21,7 @@ session of its own, which needs no second fork. Then (cwd = container dir, SIGHU
   - serves the published ports (portproxy.py, when the engine wrote ports.json);
   - when the container has stopped for good: final state, listeners closed, cgroup
     removed, exit; then, unless an engine command waited for that stop, runs the engine's
-    exit hook (exit-hook.json) to release the network.
+    exit hook (shim.json's "exit_hook") to release the network.
 One epoll loop, no threads; SIGCHLD and SIGTERM arrive through the wakeup fd.
 """
 
@@ -472,7 +472,7 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
     shim.run()
     _cleanup()
     if not shim.engine_releases:
-        _exit_hook()
+        _exit_hook(shim.opts.get("exit_hook"))
 
 
 def _report(status_fd: int, doc: dict, acknowledged: bool = False) -> bool:
@@ -496,12 +496,11 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _exit_hook() -> None:
-    """Runs the engine's `exit-hook.json` argv (+ the lock fd) detached, holding the
-    container's lock for it, so the network is released when the container stops for good
-    on its own. If the engine holds the lock, it is preparing or releasing: nothing to do."""
-    hook = st.read_json("exit-hook.json") or {}
-    argv = hook.get("argv")  # type: ignore[union-attr]
+def _exit_hook(argv: list[str] | None) -> None:
+    """Runs the engine's exit hook (shim.json's "exit_hook" argv, + the lock fd) detached,
+    holding the container's lock for it, so the network is released when the container
+    stops for good on its own. If the engine holds the lock, it is preparing or releasing:
+    nothing to do."""
     if not argv:
         return
     import fcntl
