@@ -24,15 +24,17 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from engine import layers as layerstore
 from engine import reference
 from engine.content import ContentStore, parse_digest
 from engine.errors import InvalidArgument, NotFound
-from engine.imageformat import MANIFEST_TYPES, Platform
 from engine.layout import Layout
 from engine.store import Store, loads
+
+if TYPE_CHECKING:  # (image formats load only when an image is made or moved)
+    from engine.imageformat import Platform
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -364,4 +366,4 @@ def docker_container_config(config: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MANIFEST_TYPES", "Image", "Images", "LayerRef", "Removal", "docker_container_config"]
+__all__ = ["Image", "Images", "LayerRef", "Removal", "docker_container_config"]

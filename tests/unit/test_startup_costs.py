@@ -187,6 +187,8 @@ def test_up_down_and_ps_import_no_datetime_shutil_or_the_sqlite3_package() -> No
                           "now_rfc3339()")
     assert "engine.store" in loaded
     assert not {"datetime", "shutil", "sqlite3", "bz2", "lzma"} & loaded
+    # The image formats (5 dataclasses) are for making, pulling and saving images.
+    assert "engine.imageformat" not in loaded
 
 
 def test_the_cli_process_caches_and_prints_the_same(tmp_path: Path) -> None:
