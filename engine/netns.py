@@ -83,11 +83,14 @@ def _share_dir(layout: Layout) -> None:
 
     Reading the mount table to see whether it is one already costs ~0.4 ms with 20
     containers up, on every `create`; so the first to make it (or find it) one leaves a
-    mark beside it, named by the boot (a reboot takes the mount, and /run need not be
-    tmpfs), and `_release_dir_if_empty` takes the mark away before the mount."""
+    mark beside it holding that mount's id, named by the boot (mount ids start again at
+    boot, and /run need not be tmpfs). A later create that finds the directory on that
+    very mount (the kernel says which mount an open file is on) trusts it; a directory
+    unmounted or made again by anyone else is on another mount, and gets the full look.
+    `_release_dir_if_empty` takes the mark away before the mount."""
     directory = layout.netns
     mark = _shared_mark(layout)
-    if mark is not None and mark.exists():
+    if mark is not None and _read_mark(mark) == _mount_id(directory) != "":
         return
     directory.mkdir(parents=True, exist_ok=True, mode=0o711)
     fields = mountinfo.find(directory)
@@ -96,12 +99,42 @@ def _share_dir(layout: Layout) -> None:
     if fields is None or not mountinfo.is_shared(fields):
         mount(None, str(directory), None, MS_SHARED | MS_REC)
     if mark is not None:
-        mark.touch()
+        mark.write_text(_mount_id(directory))
 
 
 def _shared_mark(layout: Layout) -> Path | None:
     boot = _boot_id()
     return layout.run / f"netns.shared.{boot}" if boot else None
+
+
+def _read_mark(mark: Path) -> str:
+    try:
+        return mark.read_text()
+    except OSError:
+        return ""
+
+
+def _mount_id(path: Path) -> str:
+    """The id of the mount `path` is on ("" when it cannot be told), from the kernel's
+    fdinfo of a path-only descriptor: ~30 us against a mount-table scan."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        info_fd = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            info = os.read(info_fd, 4096)
+        finally:
+            os.close(info_fd)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    for line in info.decode().splitlines():
+        if line.startswith("mnt_id:"):
+            return line.split()[1]
+    return ""
 
 
 @functools.cache

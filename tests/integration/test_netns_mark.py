@@ -129,3 +129,25 @@ def test_a_mark_of_another_boot_is_not_trusted(env) -> None:
         assert netns_mounts(layout) == {}
     finally:
         stale.unlink(missing_ok=True)
+
+
+def test_a_mark_whose_mount_went_is_not_trusted(env) -> None:
+    """The mark names the mount it saw: a directory unmounted by someone else, or removed and
+    made again, is on another mount, and the next create shares it again."""
+    from engine.runtime.syscalls import MNT_DETACH, umount2
+
+    layout = env.layout
+    path = env.create("a")
+    netns.delete(path, None)  # the namespace only: the directory mount and the mark stay
+    assert mark_of(layout).exists() and dir_is_shared_mount(layout)
+    umount2(str(layout.netns), MNT_DETACH)  # someone else takes the directory mount away
+    assert not dir_is_shared_mount(layout) and mark_of(layout).exists()
+    again = env.create("b")
+    assert netns.exists(again) and dir_is_shared_mount(layout)
+    netns.delete(again, layout)
+    assert netns_mounts(layout) == {} and not layout.netns.exists()
+
+    # A mark left with no directory at all (a crash, a hand clean-up): create makes both.
+    mark_of(layout).write_text("1")
+    third = env.create("c")
+    assert netns.exists(third) and dir_is_shared_mount(layout)
