@@ -5,10 +5,8 @@ that went missing is unpacked again), and `resolve_id`. Real files, no root need
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -33,13 +31,7 @@ def docker_archive(layer_tars: list[bytes], tag: str) -> bytes:
              "manifest.json": json.dumps([{
                  "Config": name, "RepoTags": [tag],
                  "Layers": [f"l{i}/layer.tar" for i in range(len(layer_tars))]}]).encode()}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_bytes(files)
 
 
 @pytest.fixture
