@@ -192,9 +192,10 @@ class Containers:
             # record is the truth, and a container that never ran is "created".
             return launch.State.from_dict({"id": container.id, "status": "created"})
 
-    def start(self, ref: str | Container) -> Container:
+    def start(self, ref: str | Container, *, waited: bool = False) -> Container:
         """Prepares the bundle and starts the process; a running container is left alone.
-        A failure undoes the preparation and raises the runtime's clear message."""
+        A failure undoes the preparation and raises the runtime's clear message. `waited`:
+        the caller will `launch.wait` for its end and then release it (see launch.start)."""
         from engine import ports
         from engine.runtime import launch
 
@@ -216,7 +217,7 @@ class Containers:
             prepare.release(self.engine, container)
             try:
                 prepare.bundle(self.engine, container)
-                launch.start(str(container.directory))
+                launch.start(str(container.directory), waited=waited)
             except BaseException:
                 self.release(container)
                 raise

@@ -108,7 +108,9 @@ def start_attached(ctx: Context, engine: Engine, container: Container, *, detach
     from compose.attach import stdin_forwarded
 
     try:
-        engine.containers.start(container)
+        # Attached, this command waits for the end and releases: the shim need not start
+        # its exit hook (which would hold the container's lock while we wait for it).
+        engine.containers.start(container, waited=not detach)
     except BaseException:
         engine.containers.remove(container, force=True, volumes=True)
         raise
@@ -147,7 +149,8 @@ def _attached(ctx: Context, container: Container) -> int:
     interrupts = 0
     while True:
         try:
-            for entry in itertools.islice(logs.follow(path, poll=poll), shown, None):
+            followed = logs.follow(path, poll=poll, end_fd=launch.end_fd(path))
+            for entry in itertools.islice(followed, shown, None):
                 # Counted first: a Ctrl-C between the two must not print it twice.
                 shown += 1
                 _write_entry(ctx, entry, timestamps=False)

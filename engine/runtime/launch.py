@@ -151,9 +151,16 @@ def create(container_dir: str | os.PathLike[str], spec: dict, options: dict) -> 
     st.write(path, {"id": options.get("id", ""), "status": "created"})
 
 
-def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State:
+def start(container_dir: str | os.PathLike[str], timeout: float = 60.0,
+          waited: bool = False) -> State:
     """Spawns the shim and returns once the container's process runs (has exec'd). Raises
-    StartError with init's message (e.g. `exec "/nope": no such file in the image`)."""
+    StartError with init's message (e.g. `exec "/nope": no such file in the image`).
+
+    `waited`: this process will `wait` for the container's end. The start's own connection
+    to the shim then becomes that wait, from before the process can end (a `wait` that
+    connects afterwards can come too late for a short-lived one): the shim leaves the
+    release to us instead of running the exit hook (a fresh interpreter that would hold the
+    container's lock while we wait for it), and `wait` hears the end at once."""
     path = _dir(container_dir)
     current = st.read(path) or {}
     shim = current.get("shim_pid"), current.get("shim_start")
@@ -167,7 +174,8 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
     # goes on, so whether the start happened is decided here alone (a report we did not
     # read in time, or never acknowledged, makes the shim stop what it started).
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with ours:
+    held = False
+    try:
         w = theirs.fileno()
         try:
             server = _forkserver
@@ -189,7 +197,13 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0) -> State
             raise StartError(f"container shim did not report within {timeout:g}s")
         if raw.endswith(b"\n"):
             with contextlib.suppress(OSError):
-                ours.send(b"k", socket.MSG_NOSIGNAL)
+                ours.send(b"w" if waited else b"k", socket.MSG_NOSIGNAL)
+                held = waited and not st.loads(raw).get("error")  # type: ignore[union-attr]
+    finally:
+        if held:
+            _held_waits[path] = ours
+        else:
+            ours.close()
     if not raw:
         log = _tail(os.path.join(path, "shim.log"))
         raise StartError(f"container shim failed to start{': ' + log if log else ''}")
@@ -216,6 +230,9 @@ def _read_report(sock: socket.socket, timeout: float) -> bytes | None:
         raw += chunk
     return raw
 
+
+# container directory -> the connection a `start(..., waited=True)` kept for `wait`.
+_held_waits: dict[str, socket.socket] = {}
 
 _forkserver = None   # forkserver.Client while a `forkserver()` scope is open
 _forkserver_users = 0
@@ -457,12 +474,29 @@ def unpause(container_dir: str | os.PathLike[str]) -> None:
     _request(_dir(container_dir), {"op": "resume"})
 
 
+def end_fd(container_dir: str | os.PathLike[str]) -> int | None:
+    """A descriptor that turns readable when the container has stopped for good, when this
+    process holds its start's connection (`start(..., waited=True)`), else None. Not to be
+    read: `wait` does."""
+    held = _held_waits.get(_dir(container_dir))
+    return held.fileno() if held is not None else None
+
+
 def wait(container_dir: str | os.PathLike[str], timeout: float | None = None) -> int:
     """Blocks until the container has stopped for good (no restart pending); its exit code.
     A container whose shim died reads as exit code 255."""
     path = _dir(container_dir)
     before = st.read(path) or {}
-    if state(path).running:
+    held = _held_waits.pop(path, None)
+    if held is not None:  # the start's connection (see `start(..., waited=True)`)
+        ready, _, _ = select.select([held], [], [], timeout)
+        if not ready:
+            _held_waits[path] = held  # still ours, for the next wait
+            raise Conflict(f"container still running after {timeout}s")
+        with held, contextlib.suppress(OSError):
+            held.recv(4096)  # the exit line, or EOF from a shim that died
+        _wait_shim_gone(before)
+    elif state(path).running:
         try:
             _request(path, {"op": "wait"}, timeout)
         except (Conflict, ConnectionResetError):

@@ -99,10 +99,23 @@ def read(container_dir: str | os.PathLike[str], tail: int | None = None,
 
 def follow(container_dir: str | os.PathLike[str], tail: int | None = None,
            since: str | None = None, streams: tuple[str, ...] = ("stdout", "stderr"),
-           poll: float = 0.05, running: Callable[[], bool] | None = None) -> Iterator[LogEntry]:
+           poll: float = 0.05, running: Callable[[], bool] | None = None,
+           end_fd: int | None = None) -> Iterator[LogEntry]:
     """Yields entries as they come. Ends once `running()` (default: the container's state is
-    running/paused/restarting with a live shim) is false and nothing is left to read."""
+    running/paused/restarting with a live shim) is false and nothing is left to read.
+    `end_fd` (launch.end_fd): readable once the container has ended; the follower then
+    wakes at once rather than at its next look, and it stands for `running`."""
     path = os.fspath(container_dir)
+    if end_fd is not None:
+        import select
+
+        def running() -> bool:
+            return not select.select([end_fd], [], [], 0)[0]
+
+        def sleep(seconds: float) -> None:
+            select.select([end_fd], [], [], seconds)
+    else:
+        sleep = time.sleep
     if running is None:
         def running() -> bool:
             from engine.runtime import launch
@@ -112,7 +125,7 @@ def follow(container_dir: str | os.PathLike[str], tail: int | None = None,
     while not os.path.exists(file):
         if not running():
             return
-        time.sleep(poll)
+        sleep(poll)
     with open(file, "rb") as f:
         lines, pending = _head(f, tail)
         for line in lines:
@@ -132,4 +145,4 @@ def follow(container_dir: str | os.PathLike[str], tail: int | None = None,
                 continue
             if not alive:
                 return
-            time.sleep(poll)
+            sleep(poll)

@@ -28,6 +28,7 @@ One epoll loop, no threads; SIGCHLD and SIGTERM arrive through the wakeup fd.
 from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` imports enum (~1 MB per shim)
+import _socket
 import gc
 import os
 import select
@@ -331,12 +332,11 @@ class Shim(Output, Control):
         self.save()
         if self.proxy is not None:
             self.proxy.close()  # the host ports are free once a waiter hears we stopped
-        # A waiter (`stop`, `wait`) releases the container's network itself; else the exit
-        # hook does (see _exit_hook).
-        self.engine_releases = bool(self.waiters)
+        # A waiter (`stop`, `wait`) that hears this releases the container's network
+        # itself; if none does (none asked, or they left), the exit hook does (_exit_hook).
         reply = st.dumps({"exit_code": self.state["exit_code"], "status": status}) + "\n"
-        for conn in self.waiters:
-            self.respond(conn, reply)
+        heard = [self.respond(conn, reply) for conn in self.waiters]
+        self.engine_releases = any(heard)
         self.waiters = []
         try:
             self.cgroup.remove()
@@ -448,13 +448,19 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         error = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
         if pending is not None:  # its process must not outlive the failed start
             _kill_and_reap(pending[0])
-    if not error and not _report(status_fd, {"pid": shim.pid}, acknowledged=True):
-        # The engine stopped waiting (its start timed out and said the start failed), or
-        # went away before it took the report: the container must not run behind its
-        # back. (_report closed the fd.)
-        shim.cgroup.kill()
-        _kill_and_reap(shim.pid)
-        error, status_fd = "the engine stopped waiting for the start", -1
+    if not error:
+        ack = _report(status_fd, {"pid": shim.pid}, acknowledged=True)
+        if ack == WAITED:
+            # The engine waits for the exit on this very connection (`launch.start(...,
+            # waited=True)`): a waiter from the start, before the process can end.
+            shim.waiters.append(_socket.socket(fileno=status_fd))
+        elif not ack:
+            # The engine stopped waiting (its start timed out and said the start failed),
+            # or went away before it took the report: the container must not run behind
+            # its back. (_report closed the fd.)
+            shim.cgroup.kill()
+            _kill_and_reap(shim.pid)
+            error, status_fd = "the engine stopped waiting for the start", -1
     if error:
         if shim is not None:
             shim.state.update(status="created", exit_code=127, error=error, pid=0)
@@ -475,17 +481,26 @@ def start(container_dir: str, status_fd: int, detached: bool = False) -> None:
         _exit_hook(shim.opts.get("exit_hook"))
 
 
-def _report(status_fd: int, doc: dict, acknowledged: bool = False) -> bool:
-    """Tells the engine's `start` how the start went; False when it is no longer there to
+# The engine's acknowledgement of a start's report: go on; or go on, and answer this
+# connection as a waiter when the container has stopped for good (the fd is kept then).
+ACK, WAITED = b"k", b"w"
+
+
+def _report(status_fd: int, doc: dict, acknowledged: bool = False) -> bytes:
+    """Tells the engine's `start` how the start went; b"" when it is no longer there to
     hear it (it closed its end when its wait timed out), or, if the report must be
-    `acknowledged`, when it closed its end without acknowledging."""
+    `acknowledged`, when it closed its end without acknowledging; else the acknowledgement
+    (ACK, or WAITED: then `status_fd` stays open, the caller's to keep)."""
+    ack = b""
     try:
         os.write(status_fd, (st.dumps(doc) + "\n").encode())
-        return not acknowledged or os.read(status_fd, 1) == b"k"
+        ack = os.read(status_fd, 1) if acknowledged else ACK
+        return ack if ack in (ACK, WAITED) else b""
     except OSError:  # EPIPE, or ECONNRESET: closed with the report unread
-        return False
+        return b""
     finally:
-        os.close(status_fd)
+        if ack != WAITED:
+            os.close(status_fd)
 
 
 def _kill_and_reap(pid: int) -> None:

@@ -71,12 +71,15 @@ class Control:
         except Exception as e:  # a bad request must not take the shim down
             self.respond(conn, st.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
 
-    def respond(self, conn: object, line: str) -> None:
+    def respond(self, conn: object, line: str) -> bool:
+        """Answers and closes `conn`; whether the answer went out (False: the asker left)."""
         try:
             conn.sendall(line.encode())  # type: ignore[attr-defined]
+            sent = True
         except OSError:
-            pass
+            sent = False
         self.drop(conn)
+        return sent
 
     def drop(self, conn: object) -> None:
         fd = conn.fileno()  # type: ignore[attr-defined]
