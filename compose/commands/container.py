@@ -118,9 +118,20 @@ def start_attached(ctx: Context, engine: Engine, container: Container, *, detach
         print(detached_output, file=ctx.stdout)
         return 0
     config = container.request.config
-    with stdin_forwarded(str(container.directory), config.tty) if config.stdin_open \
-            else contextlib.nullcontext():
-        code = _attached(ctx, container)
+    try:
+        with stdin_forwarded(str(container.directory), config.tty) if config.stdin_open \
+                else contextlib.nullcontext():
+            code = _attached(ctx, container)
+    except BaseException:
+        # Left before `wait` took the end (a third Ctrl-C, a closed stdout): a shim that
+        # ends later hears no waiter and runs its exit hook; one that ended already told
+        # the held connection, and left the release to us.
+        from engine.runtime import launch
+
+        launch.drop_wait(container.directory)
+        with contextlib.suppress(Exception):  # the first failure is the one to report
+            engine.containers.release(container)
+        raise
     engine.containers.release(container)
     if remove:
         engine.containers.remove(container, volumes=True)

@@ -482,6 +482,16 @@ def end_fd(container_dir: str | os.PathLike[str]) -> int | None:
     return held.fileno() if held is not None else None
 
 
+def drop_wait(container_dir: str | os.PathLike[str]) -> None:
+    """Gives up the connection a `start(..., waited=True)` kept, for a caller that will not
+    `wait` after all (it failed on the way): a shim that ends from now on hears no waiter
+    and runs the exit hook. One that ended before sent its answer here, and counts on the
+    caller to release (`Containers.release` of a container no longer running)."""
+    held = _held_waits.pop(_dir(container_dir), None)
+    if held is not None:
+        held.close()
+
+
 def wait(container_dir: str | os.PathLike[str], timeout: float | None = None) -> int:
     """Blocks until the container has stopped for good (no restart pending); its exit code.
     A container whose shim died reads as exit code 255."""

@@ -5,19 +5,26 @@ busybox containers, leak-checked like tests/integration/test_runtime.py."""
 
 from __future__ import annotations
 
+import io
+import os
 import select
 import time
 from pathlib import Path
 
 import pytest
 
+from compose.cli import Context
+from compose.commands.container import start_attached
 from engine.runtime import launch, logs
 from engine.spec import ContainerConfig, build_spec, shim_options
+from tests.integration import test_container_cli
 from tests.integration import test_runtime as base
+from tests.integration.test_container_cli import Shipyard
 from tests.integration.test_runtime import Runtime, wait_for
 from tests.support import busybox
 
 rootfs, rt = base.rootfs, base.rt  # the runtime tests' fixtures: bundles, leak checks
+shipyard = test_container_cli.shipyard  # the CLI tests' engine root with busybox, leak-checked
 
 pytestmark = pytest.mark.skipif(not busybox.available(), reason="busybox-static is missing")
 
@@ -78,3 +85,29 @@ def test_the_end_fd_wakes_the_log_follower_at_the_end(rt: Runtime) -> None:
     assert time.monotonic() - t0 < 2.0
     assert texts == ["one\n", "two\n"]
     assert launch.wait(d, timeout=5) == 0
+
+
+def test_an_attached_run_that_fails_after_the_end_still_releases(shipyard: Shipyard) -> None:
+    """`container run` (attached: a waited start) whose output breaks after the container
+    ended, before its `wait` took the end: the shim heard a waiter, so it ran no exit hook;
+    the command must release what it prepared itself on its way out."""
+    from engine import Engine, prepare
+
+    shipyard("container", "create", "--name", "short", "--network", "none", "busybox",
+             "sh", "-c", "echo hi")
+    engine = Engine(shipyard.root)
+    container = engine.containers.get("short")
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            # The end first, so that the shim has answered the held connection.
+            wait_for(lambda: not engine.containers.state(container).running)
+            time.sleep(0.2)
+            raise BrokenPipeError(32, "Broken pipe")
+
+    ctx = Context(dict(os.environ), os.getcwd(), Broken(), io.StringIO())
+    with pytest.raises(BrokenPipeError):
+        start_attached(ctx, engine, container, detach=False, remove=False,
+                       detached_output="")
+    assert not prepare.holds_anything(engine, container)
+    assert launch.end_fd(container.directory) is None  # nor is the connection kept
