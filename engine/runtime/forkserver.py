@@ -213,6 +213,13 @@ class Client:
             raise OSError(f"fork server: {reply[6:]}")
         return True
 
+    def forget(self) -> None:
+        """In a process forked from the one that started the server: closes this process's
+        copy of its socket (no lock: a thread that held it is not here), so the server
+        hears its parent's EOF alone and answers its requests alone."""
+        self.broken = True
+        self._sock.close()
+
     def close(self, wait: bool = True) -> None:
         """Ends the server (EOF on its socket) and reaps it; without `wait`, leaves it to end
         on its own (a server still booting reads the EOF when it is done), reaped when it

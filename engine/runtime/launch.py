@@ -295,6 +295,21 @@ def _leave_forkserver(wait: bool) -> None:
         server.close(wait=wait)
 
 
+def _forkserver_after_fork() -> None:
+    """In a forked child (compose/helpers.py's, forked inside `up`'s warm_forkserver scope):
+    the server is the parent's. A copy of its socket kept here would hold off the EOF of
+    the parent's close while the child lives, and two processes' requests would share one
+    socket; the child's starts use fresh shims."""
+    global _forkserver, _forkserver_lock
+    _forkserver_lock = threading.Lock()  # one another thread held is not coming back
+    if _forkserver is not None:
+        _forkserver.forget()
+        _forkserver = None
+
+
+os.register_at_fork(after_in_child=_forkserver_after_fork)
+
+
 def _tail(file: str, lines: int = 3) -> str:
     try:
         return " | ".join(Path(file).read_text().strip().splitlines()[-lines:])

@@ -229,3 +229,28 @@ def test_no_start_starts_no_fork_server(warm: Warm) -> None:
     assert warm.inspect()["warm-one-1"]["State"]["Status"] == "created"
     assert not warm.trace.exists()
     assert warm.fork_servers() == []
+
+
+def test_a_child_forked_in_the_scope_does_not_keep_the_server() -> None:
+    """A process forked inside the scope (compose/helpers.py's removal helpers, forked by
+    `up`'s execute) gets a copy of the server's socket. Were it kept, the server would hear
+    no EOF while the child lives, and a scope leaving on an error would wait for it (up to
+    5 s, then kill the server)."""
+    import time
+
+    from engine.runtime import launch
+
+    before = leaks.snapshot()
+    child = 0
+    with pytest.raises(RuntimeError), launch.warm_forkserver():
+        child = os.fork()
+        if child == 0:  # lives on past the scope, as a helper still removing
+            time.sleep(2.5)
+            os._exit(0)
+        t0 = time.monotonic()
+        raise RuntimeError("a failed up")
+    elapsed = time.monotonic() - t0
+    os.waitpid(child, 0)
+    assert elapsed < 1.5
+    assert launch._forkserver is None
+    assert leaks.diff(before, leaks.snapshot()) == {}
