@@ -254,7 +254,10 @@ class Store:
                 try:
                     yield conn
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite may have rolled back already (SQLITE_FULL, IOERR, ...): a
+                    # ROLLBACK then fails, and its "no transaction" would hide the cause.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
                 else:
                     conn.execute("COMMIT")

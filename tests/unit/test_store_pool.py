@@ -321,6 +321,45 @@ def test_sql_error_in_tx_rolls_back(store: Store) -> None:
     assert not store._lent
 
 
+def test_an_error_sqlite_rolled_back_itself_is_the_one_raised(store: Store) -> None:
+    """A full disk (here: the page limit) makes SQLite roll the transaction back on its
+    own; the ROLLBACK after it must not replace "disk is full" with "no transaction"."""
+    pages = store.query("PRAGMA page_count")[0][0]
+    with pytest.raises(store_mod.sqlite3.OperationalError, match="full"), \
+            store.tx() as conn:
+        conn.execute(f"PRAGMA max_page_count={pages + 1}")
+        conn.execute("INSERT INTO t (id, name) VALUES (500, 'a')")
+        for _ in range(50):
+            conn.execute("INSERT INTO t (name) VALUES (?)", ("x" * 100_000,))
+    assert not store._lent
+    store.query("PRAGMA max_page_count=1073741823")  # the one connection, usable again
+    assert store.query("SELECT count(*) FROM t WHERE id >= 500")[0][0] == 0
+    with store.tx() as conn:
+        conn.execute("INSERT INTO t (id, name) VALUES (501, 'b')")
+    assert _names(store.query("SELECT name FROM t WHERE id >= 500")) == ["b"]
+
+
+def test_begin_that_stays_busy_gives_back_a_usable_connection(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BEGIN IMMEDIATE that fails (SQLITE_BUSY past the busy timeout: a writer that does
+    not take our writer lock) leaves the connection outside any transaction, back in the
+    pool, fit for the next transaction."""
+    store.close()
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.05)
+    other = store_mod.sqlite3.connect(str(store.path), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(store_mod.sqlite3.OperationalError, match="locked"), store.tx():
+            pytest.fail("the transaction began under another writer")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert not store._lent and len(store._idle) == store._opened == 1
+    with store.tx() as conn:
+        conn.execute("INSERT INTO t (id, name) VALUES (600, 'c')")
+    assert _names(store.query("SELECT name FROM t WHERE id = 600")) == ["c"]
+
+
 def test_failed_commit_closes_the_connection_and_frees_its_place(tmp_path: Path) -> None:
     # A deferred foreign key fails at COMMIT and leaves the transaction open: that
     # connection must not be shared again, and its place in the pool must come back.
