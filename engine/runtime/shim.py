@@ -84,6 +84,7 @@ class Shim(Output, Control):
         self.done = False
         self.proxy = None          # portproxy.Proxy when ports are published
         self.engine_releases = False
+        self.stop_asked = False  # an engine command asked for the stop (see finish)
         self.log_fd = os.open(f"{self.id}-json.log",
                               os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
@@ -332,11 +333,14 @@ class Shim(Output, Control):
         self.save()
         if self.proxy is not None:
             self.proxy.close()  # the host ports are free once a waiter hears we stopped
-        # A waiter (`stop`, `wait`) that hears this releases the container's network
-        # itself; if none does (none asked, or they left), the exit hook does (_exit_hook).
+        # The engine releases the container's network itself after a `stop` (the command
+        # that asked goes on to release or remove it, even one that asked and left: `down`
+        # asks its containers to stop ahead), or when a waiter (`wait`, a waited start)
+        # hears this; else the exit hook does (_exit_hook): a waiter gone before the end (a
+        # killed `run`) does not count.
         reply = st.dumps({"exit_code": self.state["exit_code"], "status": status}) + "\n"
         heard = [self.respond(conn, reply) for conn in self.waiters]
-        self.engine_releases = any(heard)
+        self.engine_releases = self.stop_asked or any(heard)
         self.waiters = []
         try:
             self.cgroup.remove()

@@ -28,6 +28,7 @@ class Control:
     listener: _socket.socket
     conns: dict[int, list]
     own_pid_namespace: bool
+    stop_asked: bool
 
     def serve(self) -> None:
         try:
@@ -95,6 +96,7 @@ class Control:
         elif op == "wait":
             self.waiters.append(conn)
         elif op == "stop":
+            self.stop_asked = True
             self.waiters.append(conn)
             self.stop(float(request.get("timeout", self.opts.get("stop_timeout", 10))))
         elif op == "kill":

@@ -111,3 +111,16 @@ def test_an_attached_run_that_fails_after_the_end_still_releases(shipyard: Shipy
                        detached_output="")
     assert not prepare.holds_anything(engine, container)
     assert launch.end_fd(container.directory) is None  # nor is the connection kept
+
+
+def test_a_stop_asked_by_a_command_that_left_runs_no_exit_hook(rt: Runtime,
+                                                              tmp_path: Path) -> None:
+    """`down` asks its containers to stop ahead and hangs up (compose/stopahead.py), then
+    releases and removes them itself: the shim must not start an exit hook for each (20
+    interpreters competing with `down` for the containers' locks)."""
+    marker = tmp_path / "hook-ran"
+    d = with_hook(rt, marker, "sleep", "30")
+    launch.start(d)
+    launch.request_stop(d, timeout=0)  # sent, and the connection closed at once
+    wait_for(lambda: not launch.state(d).running)
+    assert hook_stays_quiet(marker)
