@@ -158,7 +158,7 @@ class Store:
         self._lent: set[sqlite3.Connection] = set()
         self._opened = 0  # connections of this process, idle or lent
         self._pool = threading.Condition(threading.Lock())
-        self._pid = os.getpid()
+        self._inherited = False  # forked since: the idle connections are the parent's
         self._schemas: set[str] = set()
         self._writer = _writer_lock(self.path)
         _STORES.add(self)
@@ -179,14 +179,15 @@ class Store:
         before the first borrow (see close_inherited), not here."""
         self._pool = threading.Condition(threading.Lock())
         self._lent = set()
+        self._inherited = True
 
     def _borrow(self) -> sqlite3.Connection:
         with self._pool:
-            if self._pid != os.getpid():
+            if self._inherited:
                 # Forked: the parent's connections are not ours to use (see close_inherited).
                 self._drop_idle()
                 self._opened = 0
-                self._pid = os.getpid()
+                self._inherited = False
             while not self._idle and self._opened >= POOL_SIZE:
                 self._pool.wait()
             if self._idle:

@@ -101,7 +101,6 @@ def _converge(args: argparse.Namespace,
     from compose.progress import for_flags
     from compose.project import check_services, load_project
     from engine.errors import Error
-    from engine.runtime import launch
 
     project = load_project(args, ctx, args.services)
     if args.exit_code_from:  # else `up` would follow logs, waiting for a service never there
@@ -119,9 +118,12 @@ def _converge(args: argparse.Namespace,
     chosen, _ = reconcile.selected_services(project, options.services, options.no_deps)
     images = [t.default_image(project, project.services[s]) for s in sorted(chosen)]
     # The fork server's interpreter boots on the CPU this one leaves idle while it observes
-    # and plans (not for a plan that starts nothing by its flags).
-    warm = contextlib.nullcontext() if args.dry_run or args.no_start else \
-        launch.warm_forkserver()
+    # and plans (not for a plan that starts nothing by its flags, nor imported for it).
+    warm: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if not (args.dry_run or args.no_start):
+        from engine.runtime import launch
+
+        warm = launch.warm_forkserver()
     with warm, project_lock(engine.layout, project.name, say=progress.message):
         observed = observe(engine, project.name, images=images)
         plan = reconcile.up(project, observed, options)

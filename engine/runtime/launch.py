@@ -195,19 +195,21 @@ def start(container_dir: str | os.PathLike[str], timeout: float = 60.0,
         raw = _read_report(ours, timeout)
         if raw is None:  # a shim that hangs must not hang the command with it
             raise StartError(f"container shim did not report within {timeout:g}s")
-        if raw.endswith(b"\n"):
+        # A report cut short (or none) is a shim that died: no acknowledgement then.
+        reply = st.loads(raw) if raw.endswith(b"\n") else None
+        if reply is not None:
             with contextlib.suppress(OSError):
                 ours.send(b"w" if waited else b"k", socket.MSG_NOSIGNAL)
-                held = waited and not st.loads(raw).get("error")  # type: ignore[union-attr]
+                # (a failed start's shim reads no acknowledgement and keeps nothing)
+                held = waited and not reply.get("error")  # type: ignore[union-attr]
     finally:
         if held:
             _held_waits[path] = ours
         else:
             ours.close()
-    if not raw:
+    if reply is None:
         log = _tail(os.path.join(path, "shim.log"))
         raise StartError(f"container shim failed to start{': ' + log if log else ''}")
-    reply = st.loads(raw)
     if reply.get("error"):  # type: ignore[union-attr]
         raise StartError(reply["error"])  # type: ignore[index]
     return state(path)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -135,15 +136,26 @@ class Shipyard(_Runner):
         return {d["Name"].lstrip("/"): d for d in json.loads(doc)}
 
 
+S = TypeVar("S", bound=Shipyard)
+
+
+def with_busybox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                 make: Callable[[Path, Path], S]) -> S:
+    """`make(root, project)` on a fresh engine root (SHIPYARD_ROOT) holding the busybox image,
+    with an empty project directory `name`."""
+    root = tmp_path / "root"
+    project = tmp_path / name
+    project.mkdir()
+    monkeypatch.setenv("SHIPYARD_ROOT", str(root))
+    cli = make(root, project)
+    cli("image", "import", str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox")
+    return cli
+
+
 @pytest.fixture
 def shipyard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipyard]:
     before = leaks.snapshot()
-    root = tmp_path / "root"
-    project = tmp_path / "blog"
-    project.mkdir()
-    monkeypatch.setenv("SHIPYARD_ROOT", str(root))
-    cli = Shipyard(root, project)
-    cli("image", "import", str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox")
+    cli = with_busybox(tmp_path, monkeypatch, "blog", Shipyard)
     yield cli
     cli.tear_down(before)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine.layout import Layout
-from tests.integration.test_up_down import Shipyard
+from tests.integration.test_up_down import Shipyard, with_busybox
 from tests.support import busybox, leaks
 from tests.support.cli import wait_for
 
@@ -93,12 +93,8 @@ class Warm(Shipyard):
 @pytest.fixture
 def warm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Warm]:
     before = leaks.snapshot()
-    root = tmp_path / "root"
-    project = tmp_path / "warm"
-    project.mkdir()
-    monkeypatch.setenv("SHIPYARD_ROOT", str(root))
-    cli = Warm(root, project, tmp_path / "trace")
-    cli("image", "import", str(busybox.make_rootfs_tar(tmp_path / "busybox.tar")), "busybox")
+    cli = with_busybox(tmp_path, monkeypatch, "warm",
+                       lambda root, project: Warm(root, project, tmp_path / "trace"))
     yield cli
     cli.tear_down(before)
     # A server left by an `up` that went well ends on its own once booted (it read EOF).

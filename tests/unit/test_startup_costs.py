@@ -313,3 +313,16 @@ def test_inspect_asked_for_while_dataclasses_loads_is_the_real_one(tmp_path: Pat
                "from inspect import signature\nimport inspect\n"
                "print(signature.__module__, type(inspect).__name__)")
     assert run_python(program, tmp_path).stdout == "inspect module\n"
+
+
+def test_up_dry_run_does_not_load_the_runtime(tmp_path: Path) -> None:
+    # Only an `up` that may start containers warms the fork server (engine.runtime.launch
+    # and subprocess with it, ~10 ms); --dry-run changes nothing and starts nothing.
+    compose_file = tmp_path / "compose.yaml"
+    compose_file.write_text("services:\n  web:\n    image: busybox\n")
+    program = ("import sys; from compose.cli import main; "
+               f"main(['-f', {str(compose_file)!r}, 'up', '--dry-run']); "
+               "print('launch' if 'engine.runtime.launch' in sys.modules else 'no launch')")
+    done = run_python(program, tmp_path, SHIPYARD_ROOT=str(tmp_path / "root"))
+    assert "container create" in done.stdout
+    assert done.stdout.strip().endswith("no launch")
